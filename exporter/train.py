@@ -1,0 +1,212 @@
+"""Train the seed U-Net: Adam + sparse CE on logits, val pixel accuracy and mIoU per epoch, resumable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporter import metrics
+from exporter.classes import class_names
+from exporter.errors import UserError
+from exporter.fileio import atomic_path, write_json_atomic, write_text_atomic
+
+HISTORY_FIELDS = (
+    "epoch", "loss", "pixel_accuracy", "val_loss", "val_pixel_accuracy", "val_miou",
+    "epoch_seconds", "images_per_second",
+)
+
+
+@dataclass
+class TrainConfig:
+    """What a run is trained with; stored in RUN_DIR/config.json."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    n_filters: int = 32
+    input_size: tuple[int, int] = (96, 128)
+    n_classes: int = 23
+    dropout: float = 0.3
+    val_split: float = 0.15
+    seed: int = 0
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the original (everything but ``epochs``)."""
+        ident = asdict(self)
+        ident.pop("epochs")
+        ident["input_size"] = list(self.input_size)
+        return ident
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` made: paths, the best epoch and its validation scores, throughput."""
+
+    run_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_val_miou: float
+    best_val_pixel_accuracy: float
+    images_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _progress(log: Callable[[str], None]) -> Callable[[str], None]:
+    return log or (lambda message: None)
+
+
+def evaluate(model, images: np.ndarray, masks: np.ndarray, n_classes: int, batch_size: int = 16) -> dict:
+    """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model, numpy scoring."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    loss_sum = 0.0
+    for start in range(0, len(images), batch_size):
+        logits = np.asarray(model(images[start:start + batch_size], training=False), dtype=np.float64)
+        labels = masks[start:start + batch_size].astype(np.int64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        loss_sum += -np.take_along_axis(log_probs, labels[..., None], axis=-1).sum()
+        confusion += metrics.confusion_matrix(labels, logits.argmax(-1), n_classes)
+    return {
+        "val_loss": loss_sum / max(1, masks.size),
+        "val_pixel_accuracy": metrics.pixel_accuracy(confusion),
+        "val_miou": metrics.mean_iou(confusion),
+    }
+
+
+def _history_csv(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and validation accuracy/mIoU per epoch, as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["pixel_accuracy"] for r in history], "o-", label="train pixel acc")
+    ax_acc.plot(epochs, [r["val_pixel_accuracy"] for r in history], "o-", label="val pixel acc")
+    ax_acc.plot(epochs, [r["val_miou"] for r in history], "o-", label="val mIoU")
+    ax_acc.set(xlabel="epoch", ylim=(0, 1), title="validation")
+    ax_acc.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def save_keras_atomic(model, path: Path) -> None:
+    """``model.save`` to a temp ``.keras`` beside ``path``, then rename."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def train(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    log: Callable[[str], None] | None = print,
+    verbose: int = 2,
+) -> TrainResult:
+    """Train on a CARLA-layout folder; write model.keras (best val mIoU), config.json, history.csv, curves."""
+    from exporter.data.carla import load_frames, split_indices, tf_dataset
+
+    config = config or TrainConfig()
+    log = _progress(log)
+    run_dir = Path(run_dir)
+    state_path = run_dir / "checkpoint" / "state.json"
+    last_path = run_dir / "checkpoint" / "last.keras"
+    if resume and not state_path.exists():
+        raise UserError(f"{run_dir}: nothing to resume (no checkpoint/state.json); run without --resume")
+    if not resume and not overwrite and (state_path.exists() or (run_dir / "model.keras").exists()):
+        raise UserError(f"{run_dir}: already holds a training run; pass --resume to continue or --force to start over")
+    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
+        raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
+
+    frames = load_frames(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
+                         warn=lambda m: log(f"warning: skipped {m}"))
+    if frames.skipped:
+        log(f"skipped {len(frames.skipped)} bad file(s)")
+    train_idx, val_idx = split_indices(len(frames), config.val_split, config.seed)
+    train_frames, val_frames = frames.subset(train_idx), frames.subset(val_idx)
+
+    import keras
+
+    from exporter.model import build_unet
+
+    if resume:
+        state = json.loads(state_path.read_text())
+        if state["config"] != config.identity():
+            raise UserError(f"{state_path}: the run was trained with {state['config']}; resume with the same options")
+        model = keras.saving.load_model(last_path, compile=True, safe_mode=True)
+        log(f"resuming {run_dir} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+        )
+        state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
+                 "history": [], "config": config.identity()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", {
+        **asdict(config), "input_size": list(config.input_size), "data_dir": str(data_dir),
+        "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
+        "parameters": int(model.count_params()), "val_stems": val_frames.stems,
+    })
+    log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
+        f"{model.count_params():,} parameters")
+
+    train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed)
+    for epoch in range(state["epoch"], config.epochs):
+        started = time.perf_counter()
+        fit = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose)
+        seconds = time.perf_counter() - started
+        scores = evaluate(model, val_frames.images, val_frames.masks, config.n_classes, config.batch_size)
+        row = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
+               "pixel_accuracy": float(fit.history["pixel_accuracy"][-1]), **scores,
+               "epoch_seconds": seconds, "images_per_second": len(train_frames) / seconds}
+        state["history"].append(row)
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}  val pixel acc "
+            f"{row['val_pixel_accuracy']:.4f}  val mIoU {row['val_miou']:.4f}  "
+            f"({row['images_per_second']:.1f} img/s)")
+        if row["val_miou"] > state["best_val_miou"]:
+            save_keras_atomic(model, run_dir / "model.keras")
+            state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
+                         best_val_pixel_accuracy=row["val_pixel_accuracy"])
+        save_keras_atomic(model, last_path)
+        state["epoch"] = epoch + 1
+        write_json_atomic(state_path, state)  # the commit point of the epoch
+        write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
+        plot_curves(state["history"], run_dir / "training_curves.png")
+
+    history = state["history"]
+    return TrainResult(
+        run_dir=run_dir, model_path=run_dir / "model.keras", best_epoch=state["best_epoch"],
+        best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
+        images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
+        history=history,
+    )

@@ -1,0 +1,56 @@
+"""Shared test helpers: tiny CARLA-layout data sets and a tiny trained model, built once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+TINY_SIZE = (32, 32)
+TINY_CLASSES = 23
+
+
+def write_carla(folder: Path, images: np.ndarray, masks: np.ndarray, gb_noise: bool = False,
+                seed: int = 0) -> Path:
+    """Write uint8 images N×H×W×3 and class masks N×H×W as CARLA-layout PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    (folder / "CameraRGB").mkdir(parents=True, exist_ok=True)
+    (folder / "CameraMask").mkdir(parents=True, exist_ok=True)
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        rgb_mask = np.zeros((*mask.shape, 3), np.uint8)
+        rgb_mask[..., 0] = mask
+        if gb_noise:
+            rgb_mask[..., 1:] = rng.integers(0, 256, (*mask.shape, 2), dtype=np.uint8)
+        Image.fromarray(image).save(folder / "CameraRGB" / f"{i:04d}.png")
+        Image.fromarray(rgb_mask).save(folder / "CameraMask" / f"{i:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """40 synthetic driving scenes at 32×32."""
+    from exporter.data.synth import write_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(out, count=40, seed=1, size=TINY_SIZE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synth_dir) -> Path:
+    """A run folder holding a tiny U-Net (n_filters=4, 32×32) trained a few epochs on synth_dir."""
+    from exporter.train import TrainConfig, train
+
+    run_dir = tmp_path_factory.mktemp("run")
+    config = TrainConfig(epochs=4, batch_size=8, learning_rate=3e-3, n_filters=4, input_size=TINY_SIZE,
+                         n_classes=TINY_CLASSES, val_split=0.25, seed=0)
+    train(synth_dir, run_dir, config, log=None, verbose=0)
+    return run_dir

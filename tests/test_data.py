@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_carla
+
+from exporter.cli.main import cli
+from exporter.data.carla import load_frames, split_indices, tf_dataset
+from exporter.errors import UserError
+
+
+def _scene(n, height, width, n_classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    masks = rng.integers(0, n_classes, (n, height // 8, width // 8)).repeat(8, 1).repeat(8, 2).astype(np.uint8)
+    images = (masks[..., None] * 40 + rng.integers(0, 30, (n, height, width, 3))).astype(np.uint8)
+    return images, masks
+
+
+@pytest.fixture
+def good_dir(tmp_path):
+    images, masks = _scene(6, 48, 64)  # not the model size: the reader resizes
+    return write_carla(tmp_path / "data", images, masks, gb_noise=True)
+
+
+def test_reader_resizes_and_takes_the_red_channel_despite_noisy_green_blue(good_dir):
+    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    assert frames.images.shape == (6, 32, 32, 3) and frames.images.dtype == np.float32
+    assert frames.masks.shape == (6, 32, 32) and frames.masks.dtype == np.uint8
+    assert 0.0 <= frames.images.min() and frames.images.max() <= 1.0
+    _, masks = _scene(6, 48, 64)
+    # nearest-neighbour resize keeps only real class ids, and the class layout survives the resize
+    assert set(np.unique(frames.masks)) <= set(np.unique(masks))
+    assert frames.masks[0, 0, 0] == masks[0, 0, 0] and frames.masks[0, -1, -1] == masks[0, -1, -1]
+
+
+def test_split_is_deterministic_and_disjoint():
+    train_a, val_a = split_indices(100, 0.2, seed=3)
+    train_b, val_b = split_indices(100, 0.2, seed=3)
+    assert np.array_equal(val_a, val_b) and len(val_a) == 20
+    assert not set(train_a) & set(val_a) and len(train_a) + len(val_a) == 100
+    assert not np.array_equal(split_indices(100, 0.2, seed=4)[1], val_a)
+
+
+def test_tf_dataset_batches_all_frames(good_dir):
+    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    batches = list(tf_dataset(frames, batch_size=4, shuffle=True, seed=0))
+    assert [b[0].shape[0] for b in batches] == [4, 2]
+    assert sorted(np.concatenate([b[1].numpy() for b in batches]).sum(axis=(1, 2))) == sorted(
+        frames.masks.sum(axis=(1, 2)))
+
+
+def _corrupt_image(d):
+    (d / "CameraRGB" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return "0002.png", "unreadable image"
+
+
+def _orphan_image(d):
+    (d / "CameraMask" / "0003.png").unlink()
+    return "0003.png", "has no mask"
+
+
+def _orphan_mask(d):
+    (d / "CameraRGB" / "0004.png").unlink()
+    return "0004.png", "has no image"
+
+
+def _wrong_size_mask(d):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(d / "CameraMask" / "0001.png")
+    return "0001.png", "mask is 10x10 but its image is 64x48"
+
+
+def _class_out_of_range(d):
+    from PIL import Image
+
+    mask = np.zeros((48, 64, 3), np.uint8)
+    mask[5, 5, 0] = 9
+    Image.fromarray(mask).save(d / "CameraMask" / "0005.png")
+    return "0005.png", "class id 9 out of range (n_classes=5)"
+
+
+@pytest.mark.parametrize("breaker", [_corrupt_image, _orphan_image, _orphan_mask, _wrong_size_mask,
+                                     _class_out_of_range])
+def test_bad_data_exit_2_with_one_line_naming_the_file(good_dir, breaker):
+    name, problem = breaker(good_dir)
+    result = CliRunner().invoke(cli, ["data", "check", str(good_dir), "--n-classes", "5",
+                                      "--input-size", "32", "32"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and problem in lines[0]
+    assert "Traceback" not in result.output
+
+    skipped = CliRunner().invoke(cli, ["data", "check", str(good_dir), "--n-classes", "5",
+                                       "--input-size", "32", "32", "--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output
+    assert name in skipped.output and "skipped 1 bad file(s)" in skipped.output
+    assert "5 usable frames" in skipped.output
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty"])
+def test_missing_or_empty_folder(tmp_path, layout):
+    if layout == "empty":
+        (tmp_path / "CameraRGB").mkdir()
+        (tmp_path / "CameraMask").mkdir()
+    target = tmp_path if layout == "empty" else tmp_path / "nope"
+    with pytest.raises(UserError, match="no .png/.jpg frames|folder not found"):
+        load_frames(target)
+    result = CliRunner().invoke(cli, ["data", "check", str(target)])
+    assert result.exit_code == 2 and str(target) in result.output
+
+
+def test_all_frames_bad_with_skip_bad_is_still_an_error(good_dir):
+    for p in (good_dir / "CameraRGB").iterdir():
+        p.write_bytes(b"junk")
+    with pytest.raises(UserError, match="no usable frames \\(6 skipped\\)"):
+        load_frames(good_dir, size=(32, 32), n_classes=5, skip_bad=True)

@@ -1,0 +1,68 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli.main import cli
+from exporter.errors import UserError
+from exporter.train import TrainConfig, train
+
+TINY = TrainConfig(epochs=1, batch_size=8, n_filters=2, input_size=(32, 32), val_split=0.25, seed=0)
+
+
+def test_tiny_run_writes_everything_and_learns(tiny_run):
+    for name in ("model.keras", "config.json", "history.csv", "training_curves.png"):
+        assert (tiny_run / name).stat().st_size > 0
+    history = list(csv.DictReader((tiny_run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3, 4]
+    assert float(history[-1]["loss"]) < float(history[0]["loss"])
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["input_size"] == [32, 32] and len(config["class_names"]) == 23
+    assert len(config["val_stems"]) == 10
+
+
+def test_resume_continues_from_the_last_completed_epoch(tmp_path, synth_dir):
+    run = tmp_path / "run"
+    first = train(synth_dir, run, TINY, log=None, verbose=0)
+    assert [r["epoch"] for r in first.history] == [1]
+    last_before = (run / "checkpoint" / "last.keras").read_bytes()
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["train", "--data", str(synth_dir), "--out", str(run), "--epochs", "2",
+                                 "--batch-size", "8", "--n-filters", "2", "--input-size", "32", "32",
+                                 "--val-split", "0.25", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output and "epoch 2/2" in result.output and "epoch 1/2" not in result.output
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert float(history[0]["loss"]) == pytest.approx(first.history[0]["loss"], rel=1e-5)
+    assert (run / "checkpoint" / "last.keras").read_bytes() != last_before
+
+
+def test_resumed_optimizer_state_is_kept(tmp_path, synth_dir):
+    run = tmp_path / "run"
+    train(synth_dir, run, TINY, log=None, verbose=0)
+    import keras
+
+    model = keras.saving.load_model(run / "checkpoint" / "last.keras", compile=True)
+    assert int(np.asarray(model.optimizer.iterations)) > 0
+
+
+def test_guards(tmp_path, synth_dir):
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(synth_dir, run, TINY, resume=True, log=None)
+    train(synth_dir, run, TINY, log=None, verbose=0)
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(synth_dir, run, TINY, log=None, verbose=0)
+    other = TrainConfig(**{**TINY.__dict__, "n_filters": 4, "epochs": 2})
+    with pytest.raises(UserError, match="resume with the same options"):
+        train(synth_dir, run, other, resume=True, log=None)
+
+
+def test_cli_rejects_an_input_size_not_divisible_by_16(synth_dir, tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--data", str(synth_dir), "--out", str(tmp_path / "r"),
+                                      "--input-size", "30", "32"])
+    assert result.exit_code == 2 and "divisible by 16" in result.output
