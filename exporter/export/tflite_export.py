@@ -1,0 +1,71 @@
+"""Keras → TFLite in every mode (fp32, fp16, dynamic, full int8, int16x8), optional in-graph argmax."""
+
+from __future__ import annotations
+
+from exporter.errors import UserError
+from exporter.export.calibration import CalibrationSet
+from exporter.export.modes import IOType, Quantization
+
+DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it ran ~6x slower than fp32 in LiteRT "
+                "here, and it does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights); prefer full int8")
+INT16X8_NOTE = "int16x8 has no optimised CPU kernels here (~30x slower than fp32 in LiteRT); use it for accuracy"
+
+
+def with_argmax(model):
+    """A new model: ``model`` followed by an in-graph argmax to an N×H×W uint8 class map (input untouched).
+
+    ``tf.math.argmax`` in a layer lowers to the builtin ARG_MAX; ``keras.ops.argmax`` would add a
+    BitwiseAnd Flex op that LiteRT cannot run.
+    """
+    import keras
+    import tensorflow as tf
+
+    class ClassMap(keras.layers.Layer):
+        def call(self, logits):
+            return tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[:-1]
+
+    return keras.Model(model.inputs, ClassMap(name="class_map")(model.outputs[0]), name=f"{model.name}_argmax")
+
+
+def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IOType = IOType.FLOAT32,
+                   argmax: bool = False, calibration: CalibrationSet | None = None) -> bytes:
+    """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer."""
+    import tensorflow as tf
+
+    quantization, io = Quantization(quantization), IOType(io)
+    if io is not IOType.FLOAT32 and quantization is not Quantization.INT8:
+        raise UserError(f"--io {io.value} needs full-integer quantization (--quantize int8), not {quantization.value}")
+    if quantization.needs_calibration and calibration is None:
+        raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
+    source = with_argmax(model) if argmax else model
+    converter = tf.lite.TFLiteConverter.from_keras_model(source)
+    if quantization is not Quantization.FP32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization is Quantization.FP16:
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization is Quantization.INT8:
+        converter.representative_dataset = calibration.tflite_representative_dataset()
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if io is not IOType.FLOAT32:
+            converter.inference_input_type = tf.uint8 if io is IOType.UINT8 else tf.int8
+            if not argmax:  # a class map is already an integer output
+                converter.inference_output_type = converter.inference_input_type
+    elif quantization is Quantization.INT16X8:
+        converter.representative_dataset = calibration.tflite_representative_dataset()
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    return converter.convert()
+
+
+def tflite_io(model_bytes: bytes) -> tuple[str, str, dict]:
+    """(input dtype, output kind "logits"/"class_map", input quantization) read from the flatbuffer."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = inp["quantization"]
+    output = "class_map" if len(out["shape"]) == 3 or out["shape"][-1] == 1 else "logits"
+    return inp["dtype"].__name__, output, {"scale": float(scale), "zero_point": int(zero_point)}
