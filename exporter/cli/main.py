@@ -96,3 +96,88 @@ def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input
     echo(f"best epoch {result.best_epoch}: val mIoU {result.best_val_miou:.4f}, "
          f"val pixel accuracy {result.best_val_pixel_accuracy:.4f}; "
          f"{result.images_per_second:.1f} train images/s → {Path(result.model_path)}")
+
+
+def _budget_options(func):
+    func = click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+                        help="Fail (exit 1, nothing written) if pixel agreement with Keras is below this.")(func)
+    func = click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+                        help="Fail (exit 1, nothing written) if mIoU drops more than this many points.")(func)
+    func = click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1),
+                        help="Held-out frames the artifact is checked on.")(func)
+    func = click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1),
+                        help="Frames used to calibrate int8/int16x8 (class-balanced).")(func)
+    func = click.option("--seed", default=0, show_default=True, type=int)(func)
+    func = click.option("--out", type=click.Path(dir_okay=False), default=None,
+                        help="Output file (default: next to the model, named after the mode).")(func)
+    func = click.option("--data", "data_dir", type=click.Path(), default=None,
+                        help="CARLA-layout folder for calibration and validation (default: the run's data).")(func)
+    func = click.option("--model", "model_path", required=True, type=click.Path(),
+                        help="RUN_DIR/model.keras")(func)
+    return func
+
+
+def _export(kind: str, model_path, data_dir, validation_samples, seed, **kwargs) -> None:
+    from exporter.errors import CheckFailed
+    from exporter.export.api import ExportContext, export_onnx, export_tflite
+    from exporter.export.validate import format_table
+
+    ctx = ExportContext(model_path, data_dir, validation_samples, seed, log=echo)
+    export = export_tflite if kind == "tflite" else export_onnx
+    try:
+        result = export(model_path, context=ctx, seed=seed, **kwargs)
+    except CheckFailed:
+        echo(format_table([ctx.last_validation]))
+        raise
+    echo(format_table([ctx.last_validation]))
+    echo(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, converted in {result.conversion_seconds:.1f}s)")
+
+
+@cli.command()
+@_budget_options
+@click.option("--quantize", type=click.Choice(["int8", "fp16", "dynamic", "int16x8"]), default=None,
+              is_flag=False, flag_value="int8",
+              help="Quantize: bare --quantize means full-integer int8; without it, fp32.")
+@click.option("--io", "io", type=click.Choice(["float32", "int8", "uint8"]), default="float32", show_default=True,
+              help="Input/output type of a full-int8 model; uint8 takes camera bytes 0..255 directly.")
+@click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
+@click.option("--no-metadata", is_flag=True, help="Skip the embedded TFLite metadata (labels, normalisation).")
+@handle_errors
+def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
+           min_agreement, quantize, io, argmax, no_metadata) -> None:
+    """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
+    _export("tflite", model_path, data_dir, validation_samples, seed, out=out,
+            quantization=quantize or "fp32", io=io, argmax=argmax, calibration_samples=calibration_samples,
+            max_miou_drop=max_miou_drop, min_agreement=min_agreement, metadata=not no_metadata)
+
+
+@cli.command()
+@_budget_options
+@click.option("--quantize", type=click.Choice(["int8", "fp16"]), default=None, is_flag=False, flag_value="int8",
+              help="int8: ORT static QDQ, per-channel; fp16: float16 weights, float32 I/O. Default fp32.")
+@click.option("--opset", type=click.IntRange(13, 21), default=None, help="ONNX opset (default 18).")
+@handle_errors
+def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
+         min_agreement, quantize, opset) -> None:
+    """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
+    _export("onnx", model_path, data_dir, validation_samples, seed, out=out, quantization=quantize or "fp32",
+            opset=opset, calibration_samples=calibration_samples, max_miou_drop=max_miou_drop,
+            min_agreement=min_agreement)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data", "data_dir", type=click.Path(), default=None,
+              help="CARLA-layout folder for the evaluation frames (default: the run's data).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.pack to write.")
+@click.option("--frames", default=24, show_default=True, type=click.IntRange(min=1),
+              help="Held-out evaluation frames to include.")
+@click.option("--no-keras", is_flag=True, help="Leave model.keras out (the device has no TensorFlow).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@handle_errors
+def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
+    """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
+    from exporter.packing import build_pack
+
+    path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=not no_keras, seed=seed, log=echo)
+    echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
 from exporter.export.modes import ONNX_QUANTIZATIONS, Quantization
+from exporter.fileio import quiet
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "image"
@@ -61,7 +62,8 @@ def convert_onnx(model, quantization: Quantization = Quantization.FP32, opset: i
         raise UserError("int8 ONNX quantization needs calibration frames (--data)")
     height, width, channels = model.input_shape[1:]
     signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
+    with quiet():
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)
     _rename_output(proto, OUTPUT_NAME)
     if quantization is Quantization.FP16:
         from onnxconverter_common import float16

@@ -5,6 +5,7 @@ from __future__ import annotations
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
 from exporter.export.modes import IOType, Quantization
+from exporter.fileio import quiet
 
 DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it ran ~6x slower than fp32 in LiteRT "
                 "here, and it does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights); prefer full int8")
@@ -57,7 +58,8 @@ def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IO
         converter.representative_dataset = calibration.tflite_representative_dataset()
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    return converter.convert()
+    with quiet():
+        return converter.convert()
 
 
 def tflite_io(model_bytes: bytes) -> tuple[str, str, dict]:

@@ -1,0 +1,240 @@
+"""Every export mode on a tiny trained model, the drift gate, atomic writes, and bad inputs."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli.main import cli
+from exporter.errors import CheckFailed, UserError
+from exporter.export.api import ExportContext, export_onnx, export_tflite
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_run, synth_dir):
+    return ExportContext(tiny_run / "model.keras", synth_dir, validation_samples=10, log=None)
+
+
+def _tflite_details(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+
+@pytest.mark.parametrize("quantization,io,argmax,min_agree,in_dtype,out_dtype", [
+    ("fp32", "float32", False, 0.999, np.float32, np.float32),
+    ("fp16", "float32", False, 0.99, np.float32, np.float32),
+    ("dynamic", "float32", False, 0.95, np.float32, np.float32),
+    ("int8", "float32", False, 0.90, np.float32, np.float32),
+    ("int8", "int8", False, 0.90, np.int8, np.int8),
+    ("int8", "uint8", False, 0.90, np.uint8, np.uint8),
+    ("int16x8", "float32", False, 0.95, np.float32, np.float32),
+    ("fp32", "float32", True, 0.999, np.float32, np.uint8),
+    ("int8", "uint8", True, 0.90, np.uint8, np.uint8),
+])
+def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantization, io, argmax, min_agree,
+                                                         in_dtype, out_dtype):
+    out = tmp_path / f"m_{quantization}_{io}_{argmax}.tflite"
+    result = export_tflite(ctx.model_path, out=out, quantization=quantization, io=io, argmax=argmax,
+                           calibration_samples=20, context=ctx)
+    assert out.is_file() and result.size_bytes == out.stat().st_size
+    v = result.validation
+    assert v.samples == 10 and v.pixel_agreement >= min_agree, v
+    assert abs(v.miou_drop_points) < 100 * (1 - min_agree) + 5
+    inp, outp = _tflite_details(out)
+    assert inp["dtype"] == in_dtype and outp["dtype"] == out_dtype
+    if io == "uint8":  # camera bytes go straight in
+        assert inp["quantization"] == pytest.approx((1 / 255, 0))
+    if argmax:
+        assert len(outp["shape"]) == 3 and result.output == "class_map" and v.max_abs_error is None
+    else:
+        assert outp["shape"][-1] == 23 and v.max_abs_error is not None
+    if quantization == "fp32" and not argmax:
+        assert v.pixel_agreement == 1.0 and v.max_abs_error < 1e-4
+    manifest = json.loads((ctx.run_dir / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["path"].endswith(out.name))
+    assert entry["precision"] == quantization and entry["format"] == "tflite"
+    assert entry["sha256"] == result.sha256 and entry["size_bytes"] == result.size_bytes
+    assert set(entry["validation"]) >= {"pixel_agreement", "miou", "miou_reference", "max_abs_error", "samples"}
+
+
+def test_quantized_files_are_smaller(ctx, tmp_path):
+    sizes = {q: export_tflite(ctx.model_path, out=tmp_path / f"{q}.tflite", quantization=q, calibration_samples=20,
+                              context=ctx).size_bytes for q in ("fp32", "fp16", "int8")}
+    assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
+
+
+def test_embedded_metadata_reads_back(ctx, tmp_path):
+    from exporter.export.tflite_metadata import read_metadata
+
+    fp32 = export_tflite(ctx.model_path, out=tmp_path / "a.tflite", context=ctx).path
+    meta = read_metadata(fp32.read_bytes())
+    assert meta["labels"] == ctx.labels and meta["labels"][7] == "road"
+    assert meta["normalization"]["std"][0] == 255.0 and "23 CARLA classes" in meta["description"]
+    uint8 = export_tflite(ctx.model_path, out=tmp_path / "b.tflite", quantization="int8", io="uint8",
+                          calibration_samples=20, context=ctx).path
+    assert read_metadata(uint8.read_bytes())["normalization"] is None  # bytes are the quantized input
+    bare = export_tflite(ctx.model_path, out=tmp_path / "c.tflite", metadata=False, context=ctx).path
+    assert read_metadata(bare.read_bytes()) is None
+
+
+@pytest.mark.parametrize("quantization,io", [("fp32", "float32"), ("int8", "uint8")])
+def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quantization, io):
+    from exporter.export.tflite_metadata import mediapipe_category_mask
+
+    from exporter.runtimes import get_runtime
+
+    path = export_tflite(ctx.model_path, out=tmp_path / "m.tflite", quantization=quantization, io=io,
+                         calibration_samples=20, context=ctx).path
+    runtime = get_runtime("litert")
+    runtime.load(path)
+    frames = np.round(ctx.validation.images[:4] * 255).astype(np.uint8)
+    ours = np.argmax(runtime.predict(frames.astype(np.float32) / 255), axis=-1)
+    for frame, expected in zip(frames, ours, strict=True):
+        mask = mediapipe_category_mask(str(path), frame)
+        assert np.mean(mask == expected) >= 0.999
+
+
+@pytest.mark.parametrize("quantization", ["fp32", "fp16", "int8"])
+def test_onnx_modes(ctx, tmp_path, quantization):
+    import onnx
+
+    out = tmp_path / f"m_{quantization}.onnx"
+    result = export_onnx(ctx.model_path, out=out, quantization=quantization, calibration_samples=20, context=ctx)
+    model = onnx.load(out)
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not batch.HasField("dim_value")  # dynamic batch
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["labels"]) == ctx.labels and "255" in props["normalization"]
+    assert result.validation.pixel_agreement >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.9}[quantization]
+    if quantization == "int8":
+        assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, synth_dir, tmp_path):
+    out = tmp_path / "gated.tflite"
+    args = ["tflite", "--model", str(tiny_run / "model.keras"), "--data", str(synth_dir), "--out", str(out),
+            "--validation-samples", "10", "--calibration-samples", "20"]
+    failed = CliRunner().invoke(cli, [*args, "--quantize", "--min-agreement", "1.0"])
+    assert failed.exit_code == 1, failed.output
+    assert "pixel agreement" in failed.output and "< budget 1" in failed.output and "agree" in failed.output
+    assert list(tmp_path.iterdir()) == []
+    passed = CliRunner().invoke(cli, [*args, "--max-miou-drop", "0.5", "--min-agreement", "0.99"])
+    assert passed.exit_code == 0, passed.output
+    assert out.is_file() and "wrote" in passed.output
+
+
+def test_interrupted_export_leaves_no_file_under_the_final_name(ctx, tmp_path, monkeypatch):
+    import exporter.export.api as api
+
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"previous good artifact")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "run_artifact", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_tflite(ctx.model_path, out=out, context=ctx)
+    assert out.read_bytes() == b"previous good artifact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
+
+
+def test_gate_failure_in_the_api_raises_check_failed(ctx, tmp_path):
+    with pytest.raises(CheckFailed, match="pixel agreement"):
+        export_onnx(ctx.model_path, out=tmp_path / "x.onnx", quantization="int8", calibration_samples=20,
+                    min_agreement=1.0, context=ctx)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def _truncated(tmp_path, tiny_run):
+    path = tmp_path / "model.keras"
+    data = (tiny_run / "model.keras").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path, "not a Keras .keras model file"
+
+
+def _text_file(tmp_path, tiny_run):
+    path = tmp_path / "model.keras"
+    path.write_text("hello")
+    return path, "not a Keras .keras model file"
+
+
+def _missing(tmp_path, tiny_run):
+    return tmp_path / "absent.keras", "model file not found"
+
+
+def _lambda_layer(tmp_path, tiny_run):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    return path, "cannot load Keras model"
+
+
+def _wrong_input_size(tmp_path, tiny_run):
+    from exporter.model import build_unet
+
+    path = tmp_path / "wide.keras"
+    build_unet((32, 64, 3), 2, 23).save(path)
+    return path, "model input 32x64 does not match the data"
+
+
+@pytest.mark.parametrize("make_model", [_truncated, _text_file, _missing, _lambda_layer, _wrong_input_size])
+def test_bad_model_exit_2_one_line(tmp_path, tiny_run, synth_dir, make_model):
+    path, problem = make_model(tmp_path, tiny_run)
+    result = CliRunner().invoke(cli, ["tflite", "--model", str(path), "--data", str(synth_dir)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and str(path) in result.output and problem in result.output
+
+
+def test_data_without_usable_frames_and_unwritable_out(tiny_run, synth_dir, tmp_path):
+    (tmp_path / "empty" / "CameraRGB").mkdir(parents=True)
+    (tmp_path / "empty" / "CameraMask").mkdir()
+    with pytest.raises(UserError, match="no .png/.jpg frames"):
+        ExportContext(tiny_run / "model.keras", tmp_path / "empty", log=None)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(cli, ["onnx", "--model", str(tiny_run / "model.keras"), "--data", str(synth_dir),
+                                      "--out", str(blocker / "m.onnx")])
+    assert result.exit_code == 2 and "cannot create output folder" in result.output
+
+
+def test_io_type_needs_int8():
+    with pytest.raises(UserError, match="needs full-integer quantization"):
+        from exporter.export.tflite_export import convert_tflite
+
+        convert_tflite(None, "fp16", "uint8")
+
+
+def test_calibration_is_class_balanced_and_deterministic():
+    from exporter.export.calibration import select_calibration
+
+    masks = np.zeros((50, 4, 4), np.uint8)
+    masks[7, 0, 0] = 5  # one frame holds the rare class
+    masks[20:, 1, 1] = 3
+    images = np.random.default_rng(0).random((50, 4, 4, 3), dtype=np.float32)
+    first = select_calibration(images, masks, 5, seed=1)
+    assert 7 in first.indices and first.missing_classes == ()
+    assert first.indices == select_calibration(images, masks, 5, seed=1).indices
+    samples = list(first)
+    assert samples[0].min() == 0.0 and samples[0].max() == 1.0 and samples[0].shape == (1, 4, 4, 3)
+    assert np.array_equal(samples[1][0], images[first.indices[1]])
+
+
+def test_tflite_file_from_safe_mode_zip_is_not_executed(tmp_path):
+    # the guard is keras' safe_mode: a zip that is not a Keras archive is refused with a clear line
+    bogus = tmp_path / "x.keras"
+    with zipfile.ZipFile(bogus, "w") as z:
+        z.writestr("config.json", "{}")
+    with pytest.raises(UserError, match="cannot load Keras model"):
+        from exporter.export.api import load_keras_model
+
+        load_keras_model(bogus)
