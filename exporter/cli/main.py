@@ -181,3 +181,40 @@ def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
 
     path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=not no_keras, seed=seed, log=echo)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
+
+
+@cli.command()
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--data", "data_dir", type=click.Path(), default=None,
+              help="Your CARLA-layout data (default: synthesize driving scenes).")
+@click.option("--synth-count", default=600, show_default=True, type=click.IntRange(min=4))
+@click.option("--epochs", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
+@click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W")
+@click.option("--n-classes", default=23, show_default=True, type=click.IntRange(min=2))
+@click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
+@click.option("--eval-frames", default=24, show_default=True, type=click.IntRange(min=1))
+@click.option("--runtimes", default=None, help="Comma list (default: every runtime present).")
+@click.option("--min-runs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
+@handle_errors
+def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
+             calibration_samples, validation_samples, eval_frames, runtimes, min_runs, min_seconds, seed,
+             force) -> None:
+    """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
+    from exporter.pipeline import PipelineOptions, run_pipeline
+
+    options = PipelineOptions(
+        data_dir=data_dir, synth_count=synth_count, synth_seed=seed, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes,
+        seed=seed, calibration_samples=calibration_samples, validation_samples=validation_samples,
+        eval_frames=eval_frames, runtimes=[r.strip() for r in runtimes.split(",")] if runtimes else None,
+        min_runs=min_runs, min_seconds=min_seconds)
+    result = run_pipeline(run_dir, options, force=force, log=echo, verbose=1 if os.isatty(1) else 2)
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_seconds.items())
+    echo(f"done: {result.report} ({times})")

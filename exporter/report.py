@@ -1,0 +1,163 @@
+"""RUN_DIR/report.md: what the journey measured, and which artifact to use, derived from the numbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from exporter.fileio import write_text_atomic
+
+MOBILE_PREFERENCE = ("unet_int8_uint8io_argmax.tflite", "unet_int8_uint8io.tflite", "unet_int8.tflite",
+                     "unet_fp16.tflite", "unet_fp32.tflite")
+
+
+def _fmt(value, spec=".4f", missing="-"):
+    return missing if value is None else format(value, spec)
+
+
+def comparison_rows(bench: dict, max_miou_drop: float, min_agreement: float) -> list[dict]:
+    """Ok CPU rows at the smallest batch, with mIoU drop vs the Keras row and the budget verdict."""
+    rows = [r for r in bench["results"] if r["status"] == "ok" and r["device"] == "cpu"]
+    if not rows:
+        return []
+    batch = min(r["batch_size"] for r in rows)
+    rows = [r for r in rows if r["batch_size"] == batch]
+    reference = next((r for r in rows if r["format"] == "keras"), None)
+    ref_miou = reference["accuracy"]["miou"] if reference else None
+    table = []
+    for r in rows:
+        acc = r["accuracy"] or {}
+        drop = None if ref_miou is None else 100.0 * (ref_miou - acc["miou"])
+        agreement = acc.get("agreement_vs_reference")
+        within = drop is not None and drop <= max_miou_drop and agreement is not None and agreement >= min_agreement
+        table.append({"artifact": r["artifact"], "runtime": r["runtime"], "precision": r["precision"],
+                      "size_mb": (r.get("size_bytes") or 0) / 1e6, "p50": r["latency_ms"]["p50"],
+                      "p90": r["latency_ms"]["p90"], "fps": r["throughput_fps"], "miou": acc.get("miou"),
+                      "drop": drop, "agreement": agreement, "within": within,
+                      "precision_ran": r.get("inference_precision")})
+    return sorted(table, key=lambda row: row["p50"])
+
+
+def recommend(rows: list[dict]) -> dict[str, dict | None]:
+    """Fastest artifact within the accuracy budget; the one to embed in a mobile app."""
+    within = [r for r in rows if r["within"] and r["runtime"] != "keras"]
+    fastest = min(within, key=lambda r: r["p50"], default=None)
+    mobile = None
+    for name in MOBILE_PREFERENCE:
+        candidates = [r for r in within if r["artifact"] == name and r["runtime"] == "litert"]
+        if candidates:
+            mobile = candidates[0]
+            break
+    return {"fastest": fastest, "mobile": mobile}
+
+
+def write_report(run_dir: Path, options, stage_seconds: dict[str, float], state: dict) -> Path:
+    """Write report.md (and its plots under RUN_DIR/plots) from the run folder's files."""
+    from exporter.bench.evaldata import load_eval
+    from exporter.bench.plots import write_plots
+    from exporter.bench.report import load_bench
+
+    run_dir = Path(run_dir)
+    bench = load_bench(run_dir / "bench" / "bench.json")
+    config = json.loads((run_dir / "config.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    evaldata = load_eval(run_dir / "eval.npz")
+    plots = write_plots(bench, run_dir / "plots", config["class_names"], evaldata.images, evaldata.labels,
+                        evaldata.reference_map, maps_root=run_dir / "bench")
+    rows = comparison_rows(bench, options.max_miou_drop, options.min_agreement)
+    picks = recommend(rows)
+    train_state = state["stages"].get("train", {})
+    lines = [f"# unet-export report: {run_dir.name}", ""]
+
+    lines += ["## Recommendation", ""]
+    budget = f"mIoU drop ≤ {options.max_miou_drop:g} point, pixel agreement ≥ {options.min_agreement:.0%} vs Keras"
+    fastest, mobile = picks["fastest"], picks["mobile"]
+    if fastest:
+        lines.append(f"- **Fastest within the accuracy budget** ({budget}) on this machine: "
+                     f"`{fastest['artifact']}` on **{fastest['runtime']}**: p50 {fastest['p50']:.2f} ms, "
+                     f"{fastest['fps']:.1f} frames/s, mIoU drop {fastest['drop']:.2f} pt, agreement "
+                     f"{fastest['agreement']:.2%}.")
+    else:
+        lines.append(f"- No exported artifact is within the accuracy budget ({budget}) on this machine.")
+    if mobile:
+        lines.append(f"- **To embed in a mobile app**: `{mobile['artifact']}` ({mobile['size_mb']:.1f} MB; "
+                     f"LiteRT p50 {mobile['p50']:.2f} ms here, agreement {mobile['agreement']:.2%}). "
+                     + ("It takes camera bytes (uint8 RGB) and returns the class map, with labels embedded."
+                        if "uint8io_argmax" in mobile["artifact"] else "See the README for its input and output."))
+    else:
+        lines.append("- No TFLite artifact is within the budget; embed none until the drift is fixed.")
+    lines.append("")
+
+    lines += ["## Artifacts × runtimes (CPU, batch 1, sorted by p50)", "",
+              "| artifact | runtime | size MB | p50 ms | p90 ms | fps | mIoU | mIoU drop pt | agreement | ran as | budget |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['artifact']} | {r['runtime']} | {r['size_mb']:.2f} | {r['p50']:.2f} | {r['p90']:.2f} | "
+                     f"{r['fps']:.1f} | {_fmt(r['miou'])} | {_fmt(r['drop'], '.2f')} | {_fmt(r['agreement'])} | "
+                     f"{r['precision_ran'] or '-'} | {'✓' if r['within'] else ('ref' if r['runtime'] == 'keras' else '✗')} |")
+    others = [r for r in bench["results"] if r["status"] != "ok"]
+    if others:
+        lines += ["", "Not measured:", ""]
+        lines += [f"- {r['artifact']} on {r['runtime']}/{r['device']}: {r['status']} ({r['reason']})" for r in others]
+    lines.append("")
+
+    lines += ["## Export validation (held-out frames, vs Keras, right after writing)", "",
+              "| artifact | size MB | convert s | agreement | mIoU | Keras mIoU | drop pt | max abs Δlogit | frames |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for a in manifest["artifacts"]:
+        v = a["validation"]
+        lines.append(f"| {a['path']} | {a['size_bytes'] / 1e6:.2f} | {a.get('conversion_seconds', 0):.1f} | "
+                     f"{v['pixel_agreement']:.4f} | {v['miou']:.4f} | {v['miou_reference']:.4f} | "
+                     f"{v['miou_drop_points']:.2f} | {_fmt(v['max_abs_error'])} | {v['samples']} |")
+    lines.append("")
+
+    best = max(config_history(run_dir), key=lambda r: r["val_miou"], default=None)
+    int8 = next((a for a in manifest["artifacts"] if a["path"] == "unet_int8.tflite"), None)
+    lines += ["## Budgets", "", "| budget | target | measured | |", "|---|---|---|---|"]
+    if best:
+        lines.append(_budget_row("trained model: pixel accuracy (held-out)", f"≥ {options.target_pixel_accuracy}",
+                                 best["val_pixel_accuracy"], best["val_pixel_accuracy"] >= options.target_pixel_accuracy))
+        lines.append(_budget_row("trained model: mIoU (held-out)", f"≥ {options.target_miou}", best["val_miou"],
+                                 best["val_miou"] >= options.target_miou))
+    if int8:
+        v = int8["validation"]
+        lines.append(_budget_row("int8 TFLite: mIoU drop (points)", f"≤ {options.max_miou_drop:g}",
+                                 v["miou_drop_points"], v["miou_drop_points"] <= options.max_miou_drop, ".2f"))
+        lines.append(_budget_row("int8 TFLite: pixel agreement", f"≥ {options.min_agreement}", v["pixel_agreement"],
+                                 v["pixel_agreement"] >= options.min_agreement))
+    lines.append("")
+
+    lines += ["## Training", "", f"{config['parameters']:,} parameters, {config['n_train']} training / "
+              f"{config['n_val']} validation frames, {config['epochs']} epochs, batch {config['batch_size']}, "
+              f"Adam {config['learning_rate']:g}; best epoch {train_state.get('best_epoch', '?')}; "
+              f"{train_state.get('images_per_second', 0):.1f} training images/s.", "",
+              "![training curves](training_curves.png)", ""]
+    titles = {"latency_vs_miou": "Latency vs mIoU", "per_class_iou": "Per-class IoU", "drift": "Drift picture"}
+    lines += ["## Plots", ""]
+    for path in plots:
+        title = next((t for k, t in titles.items() if k in Path(path).stem), Path(path).stem)
+        lines += [f"### {title}", "", f"![{title}](plots/{Path(path).name})", ""]
+
+    env = bench["environment"]
+    lines += ["## Environment", "", f"- CPU: {env.get('cpu')} ({env.get('cores')} cores; flags: "
+              f"{', '.join(env.get('cpu_flags', [])) or '-'})", f"- OS: {env.get('os')}, Python {env.get('python')}",
+              "- Runtimes: " + ", ".join(f"{k} {v}" for k, v in env.get("runtime_versions", {}).items()),
+              f"- Benchmarked {env.get('timestamp')}", ""]
+    lines += ["## Stage times (this invocation; 0 = up to date, skipped)", "", "| stage | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in stage_seconds.items()]
+    lines.append("")
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines))
+
+
+def config_history(run_dir: Path) -> list[dict]:
+    """history.csv rows as floats."""
+    import csv
+
+    path = run_dir / "history.csv"
+    if not path.exists():
+        return []
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.open())]
+
+
+def _budget_row(name: str, target: str, value: float, ok: bool, spec: str = ".4f") -> str:
+    return f"| {name} | {target} | {value:{spec}} | {'✓ met' if ok else '✗ missed'} |"
