@@ -183,7 +183,7 @@ def train(
     train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed)
     for epoch in range(state["epoch"], config.epochs):
         started = time.perf_counter()
-        fit = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose)
+        fit = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, verbose=verbose, shuffle=False)
         seconds = time.perf_counter() - started
         scores = evaluate(model, val_frames.images, val_frames.masks, config.n_classes, config.batch_size)
         row = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),

@@ -1,0 +1,231 @@
+"""unet-bench: harness statistics, packs (round trip and hostile ones), runs per runtime, device-light mode."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from exporter.bench.harness import Latency, time_calls
+from exporter.bench.pack import open_pack
+from exporter.cli.bench import cli as bench_cli
+from exporter.errors import UserError
+
+FAST = ["--min-runs", "3", "--min-seconds", "0", "--warmup", "1"]
+
+
+def test_latency_statistics_from_raw_samples():
+    lat = Latency.from_values([4.0, 1.0, 3.0, 2.0, 100.0])
+    assert (lat.p50, lat.min, lat.max, lat.n) == (3.0, 1.0, 100.0, 5)
+    assert lat.mean == pytest.approx(22.0) and lat.p90 == pytest.approx(61.6)
+    with pytest.raises(ValueError):
+        Latency.from_values([])
+
+
+def test_time_calls_honours_both_floors_and_times_only_the_call():
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def call():
+        now[0] += 0.010  # each call takes 10 ms of fake time
+
+    samples = time_calls(call, warmup=2, min_runs=5, min_seconds=0.2, clock=clock)
+    assert len(samples) == 20 and all(s == pytest.approx(10.0) for s in samples)  # seconds floor wins
+    assert len(time_calls(call, warmup=0, min_runs=50, min_seconds=0.0, clock=clock)) == 50  # runs floor wins
+
+
+@pytest.fixture(scope="module")
+def exported_run(tiny_run, synth_dir):
+    """The tiny run with a few artifacts exported and packed."""
+    from exporter.export.api import ExportContext, export_onnx, export_tflite
+    from exporter.packing import build_pack
+
+    ctx = ExportContext(tiny_run / "model.keras", synth_dir, validation_samples=8, log=None)
+    export_tflite(ctx.model_path, out=tiny_run / "unet_fp32.tflite", context=ctx)
+    export_tflite(ctx.model_path, out=tiny_run / "unet_int8_uint8io_argmax.tflite", quantization="int8",
+                  io="uint8", argmax=True, calibration_samples=20, context=ctx)
+    export_onnx(ctx.model_path, out=tiny_run / "unet_fp32.onnx", context=ctx)
+    pack = tiny_run.parent / "tiny.pack"
+    build_pack(tiny_run, synth_dir, pack, frames=6, context=ctx)
+    return tiny_run, pack
+
+
+def test_pack_round_trip(exported_run, tmp_path):
+    run_dir, pack = exported_run
+    target = open_pack(pack, tmp_path / "x")
+    names = sorted(a["path"] for a in target.artifacts)
+    assert "model.keras" in names and "unet_fp32.onnx" in names and "unet_int8_uint8io_argmax.tflite" in names
+    for artifact in target.artifacts:
+        assert Path(artifact["artifact_path"]).read_bytes() == (run_dir / artifact["path"]).read_bytes()
+    from exporter.bench.evaldata import load_eval
+
+    evaldata = load_eval(target.eval_path)
+    assert evaldata.images.shape == (6, 32, 32, 3) and evaldata.n_classes == 23
+    assert len(target.labels) == 23
+
+
+def _rewrite(pack, out, mutate):
+    with zipfile.ZipFile(pack) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = mutate(info.filename, src.read(info))
+            if data is not None:
+                dst.writestr(info.filename, data)
+    return out
+
+
+def test_hostile_or_broken_packs_are_refused(exported_run, tmp_path):
+    _, pack = exported_run
+    truncated = tmp_path / "trunc.pack"
+    truncated.write_bytes(pack.read_bytes()[: pack.stat().st_size // 2])
+    tampered = _rewrite(pack, tmp_path / "tampered.pack",
+                        lambda n, d: d[:-1] + bytes([d[-1] ^ 1]) if n.endswith(".onnx") else d)
+    escape = tmp_path / "escape.pack"
+    _rewrite(pack, escape, lambda n, d: d)
+    with zipfile.ZipFile(escape, "a") as z:
+        z.writestr("../evil.txt", "x")
+    pickled = _rewrite(pack, tmp_path / "pickle.pack", lambda n, d: d)
+    with zipfile.ZipFile(pickled, "a") as z:
+        z.writestr("artifacts/payload.pkl", b"\x80\x04K\x01.")
+    cases = {truncated: "truncated or corrupt", tampered: "does not match its sha256",
+             escape: "not allowed (path escape", pickled: "disagree with pack.json"}
+    for bad, problem in cases.items():
+        with pytest.raises(UserError, match=problem):
+            open_pack(bad, tmp_path / f"out-{bad.stem}")
+        assert not (tmp_path / "evil.txt").exists()
+        result = CliRunner().invoke(bench_cli, ["run", str(bad), *FAST])
+        assert result.exit_code == 2 and str(bad) in result.output and result.output.count("\n") == 1
+
+
+def test_bench_run_covers_every_runtime_and_skips_gpu(exported_run, tmp_path):
+    _, pack = exported_run
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(bench_cli, ["run", str(pack), "--devices", "cpu,gpu", "--batch-sizes", "1,2",
+                                            "--threads", "1", "--json", str(out), "--csv", str(tmp_path / "r.csv"),
+                                            "--markdown", str(tmp_path / "r.md"), "--plots", str(tmp_path / "p"),
+                                            *FAST])
+    assert result.exit_code == 0, result.output
+    bench = json.loads(out.read_text())
+    rows = bench["results"]
+    ok = {(r["artifact"], r["runtime"]) for r in rows if r["status"] == "ok" and r["device"] == "cpu"}
+    assert {("model.keras", "keras"), ("unet_fp32.tflite", "litert"), ("unet_fp32.tflite", "openvino"),
+            ("unet_fp32.onnx", "onnxruntime"), ("unet_fp32.onnx", "openvino"),
+            ("unet_int8_uint8io_argmax.tflite", "litert")} <= ok
+    gpu = [r for r in rows if r["device"] == "gpu"]
+    assert gpu and all(r["status"] == "skipped" and r["reason"] for r in gpu)
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        assert set(r["latency_ms"]) == {"p50", "p90", "p99", "mean", "std", "min", "max", "n"}
+        assert r["latency_ms"]["n"] >= 3 and r["throughput_fps"] > 0 and r["peak_rss_mb"] > 10
+        assert r["cold_start_ms"] > 0 and len(r["accuracy"]["per_class_iou"]) == 23
+        if r["precision"] == "fp32":  # every fp32 runtime reproduces the Keras reference
+            assert r["accuracy"]["agreement_vs_reference"] > 0.999, r
+        if r["runtime"] == "openvino" and r["precision"] == "fp32":
+            assert r["inference_precision"] in ("f32", "FP32", "float32")
+    assert {r["batch_size"] for r in rows} == {1, 2}
+    assert bench["environment"]["cores"] == os.cpu_count() and "runtime_versions" in bench["environment"]
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == len(rows) + 1
+    assert sorted(p.suffix for p in (tmp_path / "p").iterdir()) == [".png"] * 3
+
+
+def test_broken_artifact_is_a_failed_row_and_the_run_goes_on(exported_run, tmp_path):
+    run_dir, _ = exported_run
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    data = (copy / "unet_fp32.tflite").read_bytes()
+    (copy / "unet_fp32.tflite").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(bench_cli, ["run", str(copy), "--runtimes", "litert,onnxruntime", "--json",
+                                            str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    rows = {(r["artifact"], r["runtime"]): r for r in json.loads(out.read_text())["results"]}
+    assert rows[("unet_fp32.tflite", "litert")]["status"] == "failed"
+    assert rows[("unet_fp32.tflite", "litert")]["reason"]
+    assert rows[("unet_fp32.onnx", "onnxruntime")]["status"] == "ok"
+
+
+BLOCKER = textwrap.dedent("""
+    import sys
+    class _Block:
+        blocked = {"tensorflow", "keras", "onnxruntime", "openvino", "PIL", "matplotlib", "tf2onnx", "onnx"}
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.blocked:
+                raise ImportError(f"{name} is blocked (device-light test)")
+            return None
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported_run, tmp_path):
+    _, pack = exported_run
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{Path(__file__).parents[1]}")
+    out = tmp_path / "light.json"
+    code = "from exporter.cli.bench import cli; cli()"
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(pack), "--json", str(out), *FAST],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    status = {(r["artifact"], r["runtime"]): r["status"] for r in rows}
+    assert status[("unet_fp32.tflite", "litert")] == "ok"
+    assert status[("unet_int8_uint8io_argmax.tflite", "litert")] == "ok"
+    # the blocked runtimes are skipped with a reason, not crashed
+    assert status[("model.keras", "keras")] == "skipped" and status[("unet_fp32.onnx", "onnxruntime")] == "skipped"
+
+
+def test_bench_modules_do_not_import_frameworks_at_module_level():
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+            "import exporter.cli.bench, exporter.bench.runner, exporter.bench.worker, exporter.bench.pack, "
+            "exporter.bench.report, exporter.bench.compare, exporter.bench.plots, exporter.runtimes, exporter.metrics; "
+            "heavy = {'onnxruntime', 'openvino', 'ai_edge_litert', 'PIL', 'matplotlib'} & set(sys.modules); "
+            "print(sorted(heavy))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
+def test_run_dir_without_eval_frames_says_what_to_do(tmp_path):
+    result = CliRunner().invoke(bench_cli, ["run", str(tmp_path)])
+    assert result.exit_code == 2 and "unet-export pack" in result.output
+
+
+def test_compare_cli(tmp_path):
+    def bench(label, p50):
+        return {"environment": {"label": label}, "results": [{
+            "artifact": "unet_fp32.tflite", "format": "tflite", "precision": "fp32", "runtime": "litert",
+            "runtime_version": "2.3.0", "device": "cpu", "threads": 2, "batch_size": 1, "status": "ok",
+            "reason": None, "size_bytes": 1000, "cold_start_ms": 1.0,
+            "latency_ms": {"p50": p50, "p90": p50, "p99": p50, "mean": p50, "std": 0.0, "min": p50, "max": p50,
+                           "n": 10}, "throughput_fps": 1000 / p50, "peak_rss_mb": 50.0,
+            "accuracy": {"pixel_accuracy": 0.9, "miou": 0.6, "per_class_iou": [0.5], "agreement_vs_reference": 1.0,
+                         "max_abs_logit_error": 0.0}}]}
+
+    (tmp_path / "laptop.json").write_text(json.dumps(bench("laptop", 10.0)))
+    (tmp_path / "pi4.json").write_text(json.dumps(bench("pi4", 40.0)))
+    result = CliRunner().invoke(bench_cli, ["compare", str(tmp_path / "laptop.json"), str(tmp_path / "pi4.json")])
+    assert result.exit_code == 0, result.output
+    assert "laptop" in result.output and "pi4" in result.output and "4.00" in result.output
+    bad = CliRunner().invoke(bench_cli, ["compare", str(tmp_path / "nope.json")])
+    assert bad.exit_code == 2 and "nope.json" in bad.output
+
+
+def test_eval_file_refuses_pickles(tmp_path):
+    from exporter.bench.evaldata import load_eval
+
+    path = tmp_path / "eval.npz"
+    np.savez(path, images=np.array([object()], dtype=object), labels=np.zeros(1), reference_logits=np.zeros(1),
+             reference_map=np.zeros(1), stems=np.zeros(1))
+    with pytest.raises(UserError, match="not a valid evaluation file"):
+        load_eval(path)

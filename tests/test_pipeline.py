@@ -1,0 +1,46 @@
+"""The whole journey on a tiny configuration, and a re-run that redoes nothing."""
+
+import json
+
+from click.testing import CliRunner
+
+from exporter.cli.main import cli
+from exporter.pipeline import ExportSpec, PipelineOptions, run_pipeline
+
+
+def _tiny(**overrides):
+    base = dict(synth_count=24, epochs=2, batch_size=8, n_filters=2, input_size=(32, 32), val_split=0.25,
+                calibration_samples=12, validation_samples=6, eval_frames=4, min_runs=2, min_seconds=0.0,
+                runtimes=["litert", "onnxruntime"],
+                exports=(ExportSpec("tflite", "fp32"), ExportSpec("tflite", "int8", io="uint8", argmax=True),
+                         ExportSpec("onnx", "fp32")))
+    return PipelineOptions(**{**base, **overrides})
+
+
+def test_pipeline_end_to_end_then_resumes_without_redoing(tmp_path):
+    run = tmp_path / "run"
+    first = run_pipeline(run, _tiny(), log=None, verbose=0)
+    for name in ("data/CameraRGB", "model.keras", "training_curves.png", "manifest.json", "unet_fp32.tflite",
+                 "unet_int8_uint8io_argmax.tflite", "unet_fp32.onnx", "unet.pack", "eval.npz",
+                 "bench/bench.json", "bench/bench.md", "plots", "report.md"):
+        assert (run / name).exists(), name
+    assert first.skipped_stages == []
+    report = (run / "report.md").read_text()
+    for section in ("## Recommendation", "## Artifacts × runtimes", "## Export validation", "## Budgets",
+                    "## Environment", "training_curves.png", "plots/"):
+        assert section in report, section
+    bench = json.loads((run / "bench" / "bench.json").read_text())
+    assert {r["runtime"] for r in bench["results"] if r["status"] == "ok"} == {"litert", "onnxruntime"}
+    model_mtime = (run / "model.keras").stat().st_mtime_ns
+
+    again = run_pipeline(run, _tiny(), log=None, verbose=0)
+    assert again.skipped_stages == ["data", "train", "export", "pack", "bench"]
+    assert (run / "model.keras").stat().st_mtime_ns == model_mtime
+
+    changed = run_pipeline(run, _tiny(min_runs=3), log=None, verbose=0)  # only the bench depends on it
+    assert changed.skipped_stages == ["data", "train", "export", "pack"]
+
+
+def test_pipeline_cli_reports_bad_data_with_exit_2(tmp_path):
+    result = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "folder not found" in result.output
