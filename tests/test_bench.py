@@ -43,18 +43,18 @@ def test_time_calls_honours_both_floors_and_times_only_the_call():
 
 
 @pytest.fixture(scope="module")
-def exported_run(tiny_run, synth_dir):
+def exported_run(tiny_run, blocks_dir):
     """The tiny run with a few artifacts exported and packed."""
     from exporter.export.api import ExportContext, export_onnx, export_tflite
     from exporter.packing import build_pack
 
-    ctx = ExportContext(tiny_run / "model.keras", synth_dir, validation_samples=8, log=None)
+    ctx = ExportContext(tiny_run / "model.keras", blocks_dir, validation_samples=8, log=None)
     export_tflite(ctx.model_path, out=tiny_run / "unet_fp32.tflite", context=ctx)
     export_tflite(ctx.model_path, out=tiny_run / "unet_int8_uint8io_argmax.tflite", quantization="int8",
                   io="uint8", argmax=True, calibration_samples=20, context=ctx)
     export_onnx(ctx.model_path, out=tiny_run / "unet_fp32.onnx", context=ctx)
     pack = tiny_run.parent / "tiny.pack"
-    build_pack(tiny_run, synth_dir, pack, frames=6, context=ctx)
+    build_pack(tiny_run, blocks_dir, pack, frames=6, context=ctx)
     return tiny_run, pack
 
 

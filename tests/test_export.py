@@ -13,8 +13,8 @@ from exporter.export.api import ExportContext, export_onnx, export_tflite
 
 
 @pytest.fixture(scope="module")
-def ctx(tiny_run, synth_dir):
-    return ExportContext(tiny_run / "model.keras", synth_dir, validation_samples=10, log=None)
+def ctx(tiny_run, blocks_dir):
+    return ExportContext(tiny_run / "model.keras", blocks_dir, validation_samples=10, log=None)
 
 
 def _tflite_details(path):
@@ -84,7 +84,6 @@ def test_embedded_metadata_reads_back(ctx, tmp_path):
 @pytest.mark.parametrize("quantization,io", [("fp32", "float32"), ("int8", "uint8")])
 def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quantization, io):
     from exporter.export.tflite_metadata import mediapipe_category_mask
-
     from exporter.runtimes import get_runtime
 
     path = export_tflite(ctx.model_path, out=tmp_path / "m.tflite", quantization=quantization, io=io,
@@ -116,9 +115,9 @@ def test_onnx_modes(ctx, tmp_path, quantization):
         assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
 
 
-def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, synth_dir, tmp_path):
+def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, blocks_dir, tmp_path):
     out = tmp_path / "gated.tflite"
-    args = ["tflite", "--model", str(tiny_run / "model.keras"), "--data", str(synth_dir), "--out", str(out),
+    args = ["tflite", "--model", str(tiny_run / "model.keras"), "--data", str(blocks_dir), "--out", str(out),
             "--validation-samples", "10", "--calibration-samples", "20"]
     failed = CliRunner().invoke(cli, [*args, "--quantize", "--min-agreement", "1.0"])
     assert failed.exit_code == 1, failed.output
@@ -188,21 +187,21 @@ def _wrong_input_size(tmp_path, tiny_run):
 
 
 @pytest.mark.parametrize("make_model", [_truncated, _text_file, _missing, _lambda_layer, _wrong_input_size])
-def test_bad_model_exit_2_one_line(tmp_path, tiny_run, synth_dir, make_model):
+def test_bad_model_exit_2_one_line(tmp_path, tiny_run, blocks_dir, make_model):
     path, problem = make_model(tmp_path, tiny_run)
-    result = CliRunner().invoke(cli, ["tflite", "--model", str(path), "--data", str(synth_dir)])
+    result = CliRunner().invoke(cli, ["tflite", "--model", str(path), "--data", str(blocks_dir)])
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and str(path) in result.output and problem in result.output
 
 
-def test_data_without_usable_frames_and_unwritable_out(tiny_run, synth_dir, tmp_path):
+def test_data_without_usable_frames_and_unwritable_out(tiny_run, blocks_dir, tmp_path):
     (tmp_path / "empty" / "CameraRGB").mkdir(parents=True)
     (tmp_path / "empty" / "CameraMask").mkdir()
     with pytest.raises(UserError, match="no .png/.jpg frames"):
         ExportContext(tiny_run / "model.keras", tmp_path / "empty", log=None)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = CliRunner().invoke(cli, ["onnx", "--model", str(tiny_run / "model.keras"), "--data", str(synth_dir),
+    result = CliRunner().invoke(cli, ["onnx", "--model", str(tiny_run / "model.keras"), "--data", str(blocks_dir),
                                       "--out", str(blocker / "m.onnx")])
     assert result.exit_code == 2 and "cannot create output folder" in result.output
 

@@ -199,7 +199,11 @@ def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, ou
     quantization, io = Quantization(quantization), IOType(io)
     ctx = context or ExportContext(model_path, data_dir, validation_samples, seed, log)
     final = _out_path(out, ctx.run_dir, tflite_name(quantization, io, argmax))
-    notes = {Quantization.DYNAMIC: [DYNAMIC_NOTE], Quantization.INT16X8: [INT16X8_NOTE]}.get(quantization, [])
+    notes = list({Quantization.DYNAMIC: [DYNAMIC_NOTE], Quantization.INT16X8: [INT16X8_NOTE]}.get(quantization, []))
+    if argmax:
+        from exporter.export.tflite_metadata import ARGMAX_NOTE
+
+        notes.append(f"for plain LiteRT apps; {ARGMAX_NOTE}")
     for note in notes:
         ctx.log(f"note: {note}")
     calibration = ctx.calibration(calibration_samples) if quantization.needs_calibration else None
@@ -207,7 +211,11 @@ def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, ou
     model_bytes = convert_tflite(ctx.model, quantization, io, argmax, calibration)
     seconds = time.perf_counter() - started
     input_dtype, output, input_quant = tflite_io(model_bytes)
-    if metadata:
+    if metadata and input_dtype == "int8":
+        notes.append("no TFLite metadata: MediaPipe's writer and ImageSegmenter take float32 or uint8 input only; "
+                     "use --io uint8 for a self-describing mobile model")
+        ctx.log(f"note: {notes[-1]}")
+    elif metadata:
         from exporter.export.tflite_metadata import add_segmenter_metadata
 
         model_bytes = add_segmenter_metadata(
