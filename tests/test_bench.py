@@ -95,7 +95,7 @@ def test_hostile_or_broken_packs_are_refused(exported_run, tmp_path):
     with zipfile.ZipFile(pickled, "a") as z:
         z.writestr("artifacts/payload.pkl", b"\x80\x04K\x01.")
     cases = {truncated: "truncated or corrupt", tampered: "does not match its sha256",
-             escape: "not allowed (path escape", pickled: "disagree with pack.json"}
+             escape: r"not allowed \(path escape", pickled: "disagree with pack.json"}
     for bad, problem in cases.items():
         with pytest.raises(UserError, match=problem):
             open_pack(bad, tmp_path / f"out-{bad.stem}")
