@@ -1,0 +1,117 @@
+"""Keras (TensorFlow backend): the trained .keras model itself — the reference every export is held to.
+
+TensorFlow is imported inside ``load`` only (the one adapter allowed to import it).
+
+Threads: ``tf.config.threading.set_intra_op_parallelism_threads`` only takes effect if called before
+TensorFlow has run anything in this process (the bench gives every runtime a fresh worker process, so there
+it always does). If TensorFlow is already initialised with a different count, the request cannot be applied:
+the adapter keeps going and ``info()`` reports the count actually in force plus a ``threads_note``.
+
+Predict: ``model.predict_on_batch`` (a traced ``tf.function`` under the hood). Measured on the full-size
+U-Net (96×128, 32 filters) on this 2-core CPU: batch 1 — eager ``model(x, training=False)`` 94 ms,
+``predict_on_batch`` 55 ms, ``tf.function`` 52 ms, XLA ``jit_compile`` 68 ms; batch 8 — 479 / 389 / 381 /
+503 ms. ``predict_on_batch`` is as fast as a hand-made ``tf.function`` and needs no tracing code here.
+"""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+
+from exporter.runtimes.base import (
+    ModelLoadError,
+    Runtime,
+    RuntimeUnavailable,
+    check_images,
+    decode_output,
+    default_threads,
+    distribution_version,
+    is_class_map,
+    one_line,
+    register,
+    tensor_details,
+)
+
+
+@register
+class KerasRuntime(Runtime):
+    name = "keras"
+    formats = ("keras",)
+    modules = ("tensorflow", "keras")
+    distributions = ("tensorflow", "tensorflow-cpu", "tf-nightly")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._model = None
+        self._tf_device = "/CPU:0"
+        self._threads_note: str | None = None
+
+    def _set_threads(self, tf, threads: int | None) -> None:
+        self._threads_note = None
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if threads is not None and threads != current:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:  # TensorFlow already initialised in this process
+                self._threads_note = (f"requested {threads} threads, but TensorFlow was already initialised "
+                                      f"with intra-op threads = {current or 'default'}")
+        actual = tf.config.threading.get_intra_op_parallelism_threads()
+        self.threads = actual or default_threads()  # 0 = TensorFlow's default: every core
+
+    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
+        path = self._begin_load(path, device, threads)
+        import keras
+        import tensorflow as tf
+
+        self._set_threads(tf, self.threads)
+        if device == "gpu":
+            gpus = tf.config.list_physical_devices("GPU")
+            if not gpus:
+                raise RuntimeUnavailable("no GPU: TensorFlow lists no physical GPU devices")
+            self._tf_device = "/GPU:0"
+        else:
+            self._tf_device = "/CPU:0"
+        if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+            raise ModelLoadError(f"{path.name}: not a .keras zip archive (truncated or corrupt)")
+        try:
+            with tf.device(self._tf_device):
+                model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
+        except Exception as exc:  # zip, h5, JSON, deserialisation errors: all mean the file is unusable
+            raise ModelLoadError(f"{path.name}: {exc.__class__.__name__}: {one_line(exc)}") from exc
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ModelLoadError(f"{path.name}: expected one input and one output")
+        in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+        if len(in_shape) != 4 or in_shape[-1] != 3:
+            raise ModelLoadError(f"{path.name}: expected an N×H×W×3 input, got {in_shape}")
+        out_dtype = np.dtype(str(model.outputs[0].dtype))
+        self._model = model
+        self._input = tensor_details(in_shape, str(model.inputs[0].dtype), name=model.inputs[0].name)
+        self._output = tensor_details(out_shape, out_dtype, name=model.outputs[0].name)
+        kind_shape = [d if d is not None else -1 for d in out_shape]
+        self._output["kind"] = "class_map" if is_class_map(kind_shape, out_dtype) else "logits"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        self._require_loaded()
+        import tensorflow as tf
+
+        images = check_images(images)
+        with tf.device(self._tf_device):
+            raw = self._model.predict_on_batch(images)
+        return decode_output(np.asarray(raw))
+
+    def providers(self) -> list[str]:
+        return [self._tf_device] if self._model is not None else []
+
+    def precision(self) -> str | None:
+        if self._model is None:
+            return None
+        policy = getattr(self._model, "dtype_policy", None)
+        return getattr(policy, "name", None) or "float32"
+
+    def info(self) -> dict:
+        info = super().info()
+        info["keras_version"] = distribution_version("keras")
+        if self._threads_note:
+            info["threads_note"] = self._threads_note
+        return info

@@ -1,0 +1,363 @@
+"""The unet-bench report layer: terminal table, CSV, Markdown, load/validate, compare, plots."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from exporter.bench import compare as compare_mod
+from exporter.bench import plots, report
+from exporter.classes import class_names
+from exporter.errors import UserError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+MAX_PNG_BYTES = 200_000
+N_CLASSES = 23
+PRESENT = (1, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 18)  # 14 classes with IoU, the rest null
+
+
+def _per_class(rng, base: float) -> list[float | None]:
+    values: list[float | None] = [None] * N_CLASSES
+    for c in PRESENT:
+        values[c] = float(np.clip(base + rng.normal(0, 0.15), 0.0, 1.0))
+    return values
+
+
+def _row(artifact, fmt, precision, runtime, p50, miou, agreement, device="cpu", threads=4, batch=1,
+         size=7_760_000, rng=None, base=None, previews=None) -> dict:
+    rng = rng or np.random.default_rng(abs(hash((artifact, runtime, device))) % 2**32)
+    return {
+        "artifact": artifact, "format": fmt, "precision": precision, "runtime": runtime,
+        "runtime_version": "1.0", "device": device, "threads": threads, "batch_size": batch,
+        "status": "ok", "reason": None, "size_bytes": size, "cold_start_ms": 40 * p50,
+        "latency_ms": {"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.3, "mean": p50 * 1.05, "std": p50 * 0.05,
+                       "min": p50 * 0.9, "max": p50 * 1.5, "n": 50},
+        "throughput_fps": 1000.0 * batch / p50, "peak_rss_mb": 180.0, "providers": [],
+        "inference_precision": None,
+        "accuracy": {"pixel_accuracy": 0.85 + (miou - 0.5) / 5, "miou": miou,
+                     "per_class_iou": _per_class(rng, base if base is not None else miou),
+                     "agreement_vs_reference": agreement,
+                     "max_abs_logit_error": None if fmt == "keras" else round(1 - agreement, 4) * 10},
+        "preview_maps": previews,
+    }
+
+
+def _not_ok(artifact, fmt, precision, runtime, status, reason, device="cpu") -> dict:
+    return {
+        "artifact": artifact, "format": fmt, "precision": precision, "runtime": runtime,
+        "runtime_version": "1.0", "device": device, "threads": None, "batch_size": 1, "status": status,
+        "reason": reason, "size_bytes": 7_760_000, "cold_start_ms": None, "latency_ms": None,
+        "throughput_fps": None, "peak_rss_mb": None, "providers": [], "inference_precision": None,
+        "accuracy": None, "preview_maps": None,
+    }
+
+
+@pytest.fixture
+def bench() -> dict:
+    rng = np.random.default_rng(0)
+    reference = _row("unet.keras", "keras", "fp32", "keras", 48.0, 0.612, 1.0, rng=rng,
+                     previews="previews/unet.keras.npz")
+    results = [
+        reference,
+        _row("unet_fp32.tflite", "tflite", "fp32", "litert", 21.5, 0.612, 0.9995, rng=rng, base=0.612,
+             previews="previews/unet_fp32.tflite.npz"),
+        _row("unet_fp16.tflite", "tflite", "fp16", "litert", 20.9, 0.611, 0.9981, rng=rng, base=0.611,
+             previews="previews/unet_fp16.tflite.npz"),
+        _row("unet_int8.tflite", "tflite", "int8", "litert", 7.3, 0.571, 0.9412, size=2_010_000, rng=rng,
+             base=0.55, previews="previews/unet_int8.tflite.npz"),
+        _row("unet_int8.tflite", "tflite", "int8", "litert", 3.1, 0.571, 0.9412, threads=1, size=2_010_000,
+             rng=rng, base=0.55),
+        _row("unet.onnx", "onnx", "fp32", "onnxruntime", 15.2, 0.612, 0.9998, rng=rng, base=0.612,
+             previews="previews/unet.onnx.npz"),
+        _row("unet.onnx", "onnx", "fp32", "openvino", 0.95, 0.612, 0.9997, rng=rng, base=0.612),
+        _not_ok("unet_fp16.tflite", "tflite", "fp16", "litert", "skipped",
+                "GPU delegate not available on this machine (no OpenCL driver found in /usr/lib)", device="gpu"),
+        _not_ok("unet_int8.onnx", "onnx", "int8", "onnxruntime", "failed",
+                "ONNXRuntimeError: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation "
+                "for ConvInteger(10) node with name 'conv2d/Conv_quant'\nTraceback (most recent call last): ..."),
+    ]
+    environment = {
+        "cpu": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz", "cpu_flags": ["avx2", "avx512f", "fma"], "cores": 8,
+        "os": "Linux-6.8.0-x86_64", "python": "3.11.9", "host": "laptop-7", "label": "laptop",
+        "runtime_versions": {"litert": "2.3.0", "onnxruntime": "1.32.0", "keras": "3.15.1"},
+        "timestamp": "2026-02-03T10:11:12Z",
+    }
+    return {"environment": environment, "results": results}
+
+
+# ---------------------------------------------------------------- report
+
+
+def test_terminal_table_one_line_per_row_with_reasons(bench):
+    table = report.terminal_table(bench["results"])
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(bench["results"])  # header, rule, one line per row
+    assert lines[0].split()[:3] == ["artifact", "runtime", "device"]
+    assert "skipped: GPU delegate not available" in table
+    failed = next(line for line in lines if "failed" in line)
+    assert "failed: ONNXRuntimeError" in failed and failed.rstrip().endswith("...")
+    assert "Traceback" not in table  # only the first line of the reason, shortened
+    keras = next(line for line in lines if line.startswith("unet.keras"))
+    assert "48.0" in keras and "100.00%" in keras and "0.6120" in keras
+    openvino = next(line for line in lines if "openvino" in line)
+    assert "0.95" in openvino and "7.76" in openvino
+    skipped = next(line for line in lines if "skipped" in line)
+    cells = skipped.split()
+    assert cells[3] == "-"  # threads null
+    assert cells.count("-") == 6  # threads, p50, p90, fps, mIoU, agreement
+    # aligned: the status column starts at the same offset on every row
+    offset = lines[0].index("status")
+    assert all(line[offset:].split()[0] in ("ok", "skipped:", "failed:") for line in lines[2:])
+
+
+def test_csv_round_trips_with_flattened_fields(bench):
+    text = report.to_csv(bench["results"])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == len(bench["results"])
+    for key in ("artifact", "runtime", "device", "threads", "batch_size", "status", "reason", "size_bytes",
+                "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_n", "throughput_fps",
+                "pixel_accuracy", "miou", "agreement_vs_reference", "max_abs_logit_error", "per_class_iou"):
+        assert key in rows[0], key
+    int8 = rows[3]
+    assert int8["artifact"] == "unet_int8.tflite"
+    assert float(int8["latency_p50_ms"]) == pytest.approx(7.3)
+    assert int(int8["latency_n"]) == 50
+    assert float(int8["agreement_vs_reference"]) == pytest.approx(0.9412)
+    assert json.loads(int8["per_class_iou"]) == bench["results"][3]["accuracy"]["per_class_iou"]
+    failed = rows[-1]
+    assert failed["status"] == "failed" and failed["latency_p50_ms"] == "" and failed["miou"] == ""
+    assert failed["reason"] == bench["results"][-1]["reason"]  # full reason, newline included
+
+
+def test_markdown_has_environment_table_and_reasons(bench):
+    text = report.to_markdown(bench, title="pi results")
+    assert text.startswith("# pi results")
+    assert "Intel(R) Core(TM) i7-1185G7" in text and "- label: laptop" in text
+    assert "onnxruntime 1.32.0" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(bench["results"])
+    assert table[0].startswith("| artifact") and set(table[1]) <= set("|-: ")
+    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert "## Skipped and failed" in text
+    assert "GPU delegate not available on this machine (no OpenCL driver found in /usr/lib)" in text
+    assert "ConvInteger(10)" in text
+
+
+def test_json_round_trips_through_write_reports_and_load_bench(bench, tmp_path):
+    paths = report.write_reports(bench, json_path=tmp_path / "b.json", csv_path=tmp_path / "out/b.csv",
+                                 markdown_path=tmp_path / "b.md")
+    assert paths == [tmp_path / "b.json", tmp_path / "out/b.csv", tmp_path / "b.md"]
+    assert all(p.stat().st_size > 0 for p in paths)
+    assert report.load_bench(tmp_path / "b.json") == bench
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md", "out"]  # no temp files left
+    assert report.write_reports(bench) == []
+
+
+@pytest.mark.parametrize("content, why", [
+    ("{not json", "invalid JSON"),
+    ("[1, 2]", "expected an object"),
+    ('{"results": []}', "environment"),
+    ('{"environment": {}, "results": {}}', "results"),
+    ('{"environment": {}, "results": [{"x": 1}]}', "results[0]"),
+])
+def test_load_bench_rejects_garbage(tmp_path, content, why):
+    path = tmp_path / "garbage.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match="not a unet-bench result file") as info:
+        report.load_bench(path)
+    assert str(path) in str(info.value) and why in str(info.value)
+
+
+def test_load_bench_rejects_missing_and_binary_files(tmp_path):
+    with pytest.raises(UserError, match="missing.json.*no such file"):
+        report.load_bench(tmp_path / "missing.json")
+    binary = tmp_path / "model.tflite"
+    binary.write_bytes(b"\x00\xff\xfe" * 100)
+    with pytest.raises(UserError, match="model.tflite: not a unet-bench result file"):
+        report.load_bench(binary)
+
+
+# ---------------------------------------------------------------- compare
+
+
+@pytest.fixture
+def pi_bench(bench) -> dict:
+    pi = copy.deepcopy(bench)
+    pi["environment"]["label"] = "pi4"
+    pi["results"] = [r for r in pi["results"] if r["runtime"] != "openvino"]  # missing on the Pi
+    for r in pi["results"]:
+        if r["latency_ms"]:
+            r["latency_ms"]["p50"] *= 6.0
+    pi["results"][3]["latency_ms"]["p50"] = 31.0  # int8, 4 threads
+    return pi
+
+
+def _table(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|")]
+
+
+def test_compare_default_baseline_ratios(bench, pi_bench):
+    text = compare_mod.compare([("laptop-file", bench), ("pi-file", pi_bench)])
+    assert "Baseline: unet.keras/keras/cpu threads=4 batch=1 in run 'laptop'" in text
+    table = _table(text)
+    header = table[0]
+    assert header[5:] == ["laptop p50 ms", "laptop mIoU", "laptop p50 vs baseline",
+                          "pi4 p50 ms", "pi4 mIoU", "pi4 p50 vs baseline"]
+    rows = {(r[0], r[1], r[2], r[3]): r for r in table[2:]}
+    assert len(table) == 2 + len(bench["results"])
+    keras = rows[("unet.keras", "keras", "cpu", "4")]
+    assert keras[7] == "1.00x" and keras[10] == f"{48.0 * 6 / 48.0:.2f}x"
+    int8 = rows[("unet_int8.tflite", "litert", "cpu", "4")]
+    assert int8[7] == f"{7.3 / 48.0:.2f}x" == "0.15x"
+    assert int8[10] == f"{31.0 / 48.0:.2f}x" == "0.65x"
+    openvino = rows[("unet.onnx", "openvino", "cpu", "4")]
+    assert openvino[7] == f"{0.95 / 48.0:.3f}x" == "0.020x" and openvino[8:] == ["-", "-", "-"]
+    skipped = rows[("unet_fp16.tflite", "litert", "gpu", "-")]
+    assert skipped[5] == "skipped" and skipped[7] == "-"
+
+    data = compare_mod.comparison([("a", bench), ("b", pi_bench)])
+    key = ("unet_int8.tflite", "litert", "cpu", 1, 1)
+    assert data.ratios[("pi4", key)] == pytest.approx(3.1 * 6 / 48.0)
+
+
+def test_compare_named_baseline_and_file_stem_labels(bench, pi_bench):
+    del bench["environment"]["label"]
+    text = compare_mod.compare([("run-a", bench), ("pi-file", pi_bench)], baseline="unet_int8.tflite/litert/cpu")
+    assert "Baseline: unet_int8.tflite/litert/cpu threads=4 batch=1 in run 'run-a' (p50 7.30 ms)" in text
+    rows = {(r[0], r[1], r[2], r[3]): r for r in _table(text)[2:]}
+    assert _table(text)[0][5] == "run-a p50 ms"
+    assert rows[("unet.keras", "keras", "cpu", "4")][7] == f"{48.0 / 7.3:.2f}x" == "6.58x"
+    assert rows[("unet_int8.tflite", "litert", "cpu", "4")][10] == f"{31.0 / 7.3:.2f}x"
+    # a run prefix takes the baseline from that run
+    data = compare_mod.comparison([("run-a", bench), ("p", pi_bench)], baseline="pi4:unet.keras/keras/cpu")
+    assert data.baseline_label == "pi4" and data.baseline_p50 == pytest.approx(288.0)
+    assert data.ratios[("run-a", data.baseline_key)] == pytest.approx(48.0 / 288.0)
+
+
+def test_compare_rejects_unknown_baseline(bench, pi_bench):
+    with pytest.raises(UserError, match="unknown baseline 'nope.tflite/litert/cpu'") as info:
+        compare_mod.compare([("a", bench), ("b", pi_bench)], baseline="nope.tflite/litert/cpu")
+    assert "unet.keras/keras/cpu" in str(info.value) and "unet_int8.tflite/litert/cpu" in str(info.value)
+    with pytest.raises(UserError, match="no ok row"):
+        compare_mod.compare([("a", bench)], baseline="unet_int8.onnx/onnxruntime/cpu")
+    with pytest.raises(UserError):
+        compare_mod.compare([])
+
+
+def test_compare_same_label_twice_is_disambiguated(bench):
+    text = compare_mod.compare([("a", bench), ("b", bench)])
+    assert "laptop p50 ms" in text and "laptop#2 p50 ms" in text
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _png_size(path, max_bytes: int = MAX_PNG_BYTES) -> tuple[int, int]:
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert 2_000 < len(data) < max_bytes, len(data)
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_latency_vs_miou_png(bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = plots.latency_vs_miou(bench["results"], tmp_path / "lat.png")
+    width, height = _png_size(path)
+    assert width > height
+    # nothing to plot still gives a picture saying so
+    empty = plots.latency_vs_miou(bench["results"][-2:], tmp_path / "empty.png")
+    assert empty.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_per_class_iou_png(bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = plots.per_class_iou(bench["results"], class_names(N_CLASSES), tmp_path / "iou.png")
+    width, height = _png_size(path)
+    assert width > height
+    # without a Keras reference row: the IoU panel alone
+    no_reference = plots.per_class_iou(bench["results"][1:], class_names(N_CLASSES), tmp_path / "iou1.png")
+    assert _png_size(no_reference)[0] < width
+
+
+def _synthetic_maps(k=3, h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    images = np.stack([np.stack([xx / w, yy / h, np.full((h, w), 0.3 + 0.2 * i)], -1) for i in range(k)])
+    reference = np.where(yy < h * 0.4, 13, np.where(yy > h * 0.7, 7, 1)).astype(np.uint8)
+    reference = np.repeat(reference[None], k, axis=0)
+    reference[:, 50:70, 20:40] = 10
+    reference[:, 40:60, 90:95] = 5
+    rows = []
+    for i, flip in enumerate((0.0, 0.002, 0.01, 0.05, 0.08, 0.12, 0.2)):
+        maps = reference.copy()
+        noise = rng.random(maps.shape) < flip
+        maps[noise] = rng.integers(0, 23, noise.sum())
+        rows.append((f"unet_variant_{i}.tflite@litert/cpu", maps))
+    return images, reference, rows
+
+
+def test_drift_picture_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    images, reference, rows = _synthetic_maps()
+    path = plots.drift_picture(images, reference, rows[:3], tmp_path / "drift.png", labels=reference)
+    width, height = _png_size(path)
+    assert width > 2 * height
+    # more than 6 artifacts: the 6 with the lowest agreement
+    many = plots.drift_picture(images, reference, rows, tmp_path / "drift_many.png")
+    assert _png_size(many)[0] > width
+    # noisy photographs compress badly: still under the size limit
+    noisy = np.clip(images + np.random.default_rng(1).normal(0, 0.3, images.shape), 0, 1)
+    _png_size(plots.drift_picture(noisy, reference, rows, tmp_path / "noisy.png", labels=reference))
+    with pytest.raises(UserError, match="do not match"):
+        plots.drift_picture(images, reference, [("bad", reference[:, :10])], tmp_path / "bad.png")
+
+
+def test_write_plots_with_previews(bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    images, reference, rows = _synthetic_maps()
+    previews = tmp_path / "run" / "previews"
+    previews.mkdir(parents=True)
+    np.savez_compressed(previews / "unet.keras.npz", maps=reference)
+    for row, (_, maps) in zip(bench["results"][1:4], rows[1:4], strict=True):
+        np.savez_compressed(tmp_path / "run" / row["preview_maps"], maps=maps)
+    # unet.onnx's previews file is missing: that row is left out of the drift picture
+    written = plots.write_plots(bench, tmp_path / "plots", class_names(N_CLASSES), eval_images=images,
+                                eval_labels=reference, maps_root=tmp_path / "run")
+    assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png", "drift.png"]
+    for path in written:
+        _png_size(path)
+    # without eval data: only the two summary plots
+    written = plots.write_plots(bench, tmp_path / "plots2", class_names(N_CLASSES))
+    assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png"]
+
+
+def test_plots_without_matplotlib(bench, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(UserError, match="matplotlib is not installed"):
+        plots.latency_vs_miou(bench["results"], tmp_path / "x.png")
+    with pytest.raises(UserError, match=r"unet-export\[plots\]"):
+        plots.write_plots(bench, tmp_path, class_names(N_CLASSES))
+    assert not list(tmp_path.iterdir())
+
+
+def test_report_modules_import_only_device_side_packages():
+    import subprocess
+
+    code = ("import sys; import exporter.bench.report, exporter.bench.compare, exporter.bench.plots; "
+            "bad = [m for m in ('matplotlib', 'tensorflow', 'keras', 'onnxruntime', 'openvino', "
+            "'ai_edge_litert', 'PIL') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,335 @@
+"""Runtime adapters on real runtimes: every runtime × format it reads against the Keras reference.
+
+One tiny U-Net (32×32, n_filters=2, 5 classes) is trained briefly on structured scenes so that its argmax
+varies across pixels, then saved as .keras, converted to TFLite fp32, TFLite full int8 (uint8 in, int8 out),
+TFLite fp32 with an in-graph argmax and ONNX fp32 — once, for the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.runtimes import RUNTIMES, ModelLoadError, RuntimeUnavailable, get_runtime, runtimes_for
+from exporter.runtimes.base import decode_output, quantize_input
+
+SIZE, CLASSES = 32, 5
+PALETTE = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.2]],
+                   np.float32)
+FP32_PAIRS = [("keras", "model.keras"), ("litert", "fp32.tflite"), ("openvino", "fp32.tflite"),
+              ("onnxruntime", "fp32.onnx"), ("openvino", "fp32.onnx")]
+INT8_RUNTIMES = ["litert", "openvino"]
+EVERY_PAIR = [(name, artifact) for name, artifact in
+              [*FP32_PAIRS, ("litert", "int8.tflite"), ("openvino", "int8.tflite"),
+               ("litert", "argmax.tflite"), ("openvino", "argmax.tflite")]]
+FP32_TOLERANCE = 1e-3
+
+
+def scenes(count: int, seed: int, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Byte-exact frames (k/255): 8×8 blocks of five noisy colours, one class per colour, all classes alike."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, (count, SIZE // block, SIZE // block)).repeat(block, 1).repeat(block, 2)
+    frames = PALETTE[labels] + rng.normal(0, 0.05, (count, SIZE, SIZE, 3)).astype(np.float32)
+    frames = np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
+    return frames.astype(np.float32) / 255.0, labels
+
+
+@pytest.fixture(autouse=True)
+def _openvino_home(tmp_path_factory, monkeypatch):
+    """OpenVINO's Python side may write telemetry state under $HOME: keep it in a temp dir."""
+    monkeypatch.setenv("HOME", str(tmp_path_factory.getbasetemp() / "home"))
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """The trained tiny model's artifacts, the test frames and the Keras reference logits."""
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    from exporter.fileio import quiet
+    from exporter.model import build_unet
+
+    out = tmp_path_factory.mktemp("runtimes")
+    keras.utils.set_random_seed(0)
+    model = build_unet((SIZE, SIZE, 3), n_filters=2, n_classes=CLASSES)
+    train_x, train_y = scenes(96, seed=1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train_x, train_y, epochs=5, batch_size=16, verbose=0)
+    model.save(out / "model.keras")
+
+    def convert(source, int8: bool = False) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_keras_model(source)
+        if int8:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([train_x[i:i + 1]] for i in range(32))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.uint8
+            converter.inference_output_type = tf.int8
+        with quiet():
+            return converter.convert()
+
+    class ClassMap(keras.layers.Layer):
+        def call(self, logits):
+            return tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)
+
+        def compute_output_shape(self, input_shape):
+            return input_shape[:-1]
+
+    with_argmax = keras.Model(model.inputs, ClassMap()(model.outputs[0]))
+    (out / "fp32.tflite").write_bytes(convert(model))
+    (out / "int8.tflite").write_bytes(convert(model, int8=True))
+    (out / "argmax.tflite").write_bytes(convert(with_argmax))
+    signature = [tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="image")]
+    with quiet():
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=17)
+    (out / "fp32.onnx").write_bytes(proto.SerializeToString())
+
+    frames, labels = scenes(3, seed=7)
+    reference = model.predict(frames, verbose=0)
+    np.save(out / "frames.npy", frames)
+    np.save(out / "reference.npy", reference)
+    classes = np.argmax(reference, axis=-1)
+    assert len(np.unique(classes)) >= 3, "the tiny model must predict several classes"
+    top2 = np.sort(reference, axis=-1)[..., -2:]
+    return {"dir": out, "frames": frames, "reference": reference, "classes": classes,
+            "margin": top2[..., 1] - top2[..., 0]}
+
+
+def loaded(name: str, artifacts, artifact: str, threads: int | None = 1):
+    runtime = get_runtime(name)
+    runtime.load(artifacts["dir"] / artifact, device="cpu", threads=threads)
+    return runtime
+
+
+# -- registry -------------------------------------------------------------------------------------------
+
+def test_registry_names_formats_and_unknown_names():
+    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "openvino"}
+    assert runtimes_for("keras") == ["keras"]
+    assert runtimes_for("tflite") == ["litert", "openvino"]
+    assert runtimes_for("onnx") == ["onnxruntime", "openvino"]
+    assert runtimes_for("coreml") == []
+    with pytest.raises(ValueError, match="known: keras, litert, onnxruntime, openvino"):
+        get_runtime("tensorrt")
+    for name, cls in RUNTIMES.items():
+        assert cls.available() is None, name  # everything is installed in the dev environment
+        runtime = get_runtime(name)
+        assert runtime.name == name and runtime.version() not in ("", "unknown")
+        with pytest.raises(RuntimeError, match="load"):
+            runtime.predict(np.zeros((1, SIZE, SIZE, 3), np.float32))
+
+
+# -- numerics ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
+def test_fp32_artifacts_match_keras_for_batch_1_and_3(artifacts, name, artifact):
+    runtime = loaded(name, artifacts, artifact)
+    frames, reference = artifacts["frames"], artifacts["reference"]
+    for batch in (1, 3, 1, 3):  # back and forth: cached per-batch interpreters / compiled models
+        logits = runtime.predict(frames[:batch])
+        assert logits.shape == (batch, SIZE, SIZE, CLASSES) and logits.dtype == np.float32
+        assert np.abs(logits - reference[:batch]).max() < FP32_TOLERANCE
+    if name == "openvino":  # bf16 (this CPU's default) would be off by ~1e-2: f32 was set and ran
+        assert runtime.info()["precision"] == "f32"
+        assert runtime.info()["compiled_batches"] == [1, 3]
+    if name == "litert":
+        assert runtime.info()["cached_batches"] == [1, 3]
+
+
+@pytest.mark.parametrize("name", INT8_RUNTIMES)
+def test_int8_uint8_io_model_is_close_to_keras(artifacts, name):
+    runtime = loaded(name, artifacts, "int8.tflite")
+    inp, out = runtime.input_details(), runtime.output_details()
+    assert inp["dtype"] == "uint8" and inp["scale"] == pytest.approx(1 / 255) and inp["zero_point"] == 0
+    assert out["dtype"] == "int8" and out["scale"] > 0 and out["kind"] == "logits"
+    if name == "openvino":  # f32 everywhere: the quantized parts still run in int8
+        assert runtime.info()["precision"] == "f32" and runtime.info()["quantized_graph"] is True
+    reference = artifacts["reference"]
+    for batch in (1, 3):
+        logits = runtime.predict(artifacts["frames"][:batch])
+        assert logits.shape == (batch, SIZE, SIZE, CLASSES) and logits.dtype == np.float32
+        steps = np.abs(logits - reference[:batch]) / out["scale"]  # error in output quantization steps
+        assert np.mean(steps) < 1 and steps.max() < 6, (np.mean(steps), steps.max())
+        same = np.argmax(logits, -1) == artifacts["classes"][:batch]
+        decisive = artifacts["margin"][:batch] > 6 * out["scale"]  # Keras top-2 gap over 6 steps
+        assert np.mean(same) > 0.95 and np.mean(same[decisive]) > 0.99, (np.mean(same), np.mean(same[decisive]))
+
+
+def test_uint8_input_receives_the_camera_bytes(artifacts):
+    from ai_edge_litert.interpreter import Interpreter
+
+    frames = artifacts["frames"]
+    camera = np.round(frames * 255).astype(np.uint8)
+    assert np.array_equal(quantize_input(frames, np.uint8, 1 / 255, 0), camera)
+    assert np.array_equal(quantize_input(np.array([-1.0, 2.0], np.float32), np.uint8, 1 / 255, 0), [0, 255])
+    assert np.array_equal(quantize_input(np.array([-1.0, 1.0], np.float32), np.int8, 1 / 255, -128),
+                          [-128, 127])
+    # the raw interpreter fed the bytes by hand gives exactly what the adapter returns for the floats
+    raw = Interpreter(model_path=str(artifacts["dir"] / "int8.tflite"))
+    raw.allocate_tensors()
+    inp, out = raw.get_input_details()[0], raw.get_output_details()[0]
+    raw.set_tensor(inp["index"], camera[:1])
+    raw.invoke()
+    scale, zero_point = out["quantization"]
+    expected = (raw.get_tensor(out["index"]).astype(np.float32) - zero_point) * scale
+    for name in INT8_RUNTIMES:
+        ours = loaded(name, artifacts, "int8.tflite").predict(frames[:1])
+        if name == "litert":
+            assert np.array_equal(ours, expected)
+        else:  # OpenVINO's own int8 kernels: same bytes in, within a few output steps
+            assert np.mean(np.abs(ours - expected)) < 3 * scale
+
+
+def test_openvino_reads_tflite_io_quantization_from_the_flatbuffer(artifacts):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exporter.runtimes.openvino_rt import tflite_io_quantization
+
+    for artifact in ("int8.tflite", "fp32.tflite", "argmax.tflite"):
+        interpreter = Interpreter(model_path=str(artifacts["dir"] / artifact))
+        ours = tflite_io_quantization(artifacts["dir"] / artifact)
+        for got, details in zip(ours, (interpreter.get_input_details()[0], interpreter.get_output_details()[0]),
+                                strict=True):
+            assert got["dtype"] == np.dtype(details["dtype"]).name
+            assert got["scale"] == pytest.approx(details["quantization"][0])
+            assert got["zero_point"] == details["quantization"][1]
+
+
+@pytest.mark.parametrize("name", ["litert", "openvino"])
+def test_argmax_model_returns_the_class_map(artifacts, name):
+    runtime = loaded(name, artifacts, "argmax.tflite")
+    assert runtime.output_details()["kind"] == "class_map"
+    for batch in (1, 3):
+        class_map = runtime.predict(artifacts["frames"][:batch])
+        assert class_map.shape == (batch, SIZE, SIZE) and class_map.dtype.kind in "iu"
+        assert np.mean(class_map == artifacts["classes"][:batch]) > 0.999
+
+
+def test_output_decoding_rules():
+    assert decode_output(np.zeros((2, 4, 4, 1), np.int32)).shape == (2, 4, 4)  # N×H×W×1 class map
+    logits = decode_output(np.full((1, 2, 2, 3), 10, np.int8), scale=0.5, zero_point=4)
+    assert logits.dtype == np.float32 and np.all(logits == 3.0)
+    with pytest.raises(ModelLoadError):
+        decode_output(np.zeros((1, 2, 2, 3), np.int8))  # integer logits with no scale
+
+
+# -- info, devices, errors ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
+def test_info_fields(artifacts, name, artifact):
+    runtime = loaded(name, artifacts, artifact, threads=1)
+    runtime.predict(artifacts["frames"][:1])
+    info = runtime.info()
+    assert {"runtime", "runtime_version", "device", "threads", "providers", "precision", "input",
+            "output"} <= set(info)
+    json.dumps(info)  # the bench writes it as JSON
+    assert info["runtime"] == name and info["device"] == "cpu" and info["runtime_version"] == runtime.version()
+    assert isinstance(info["providers"], list) and info["providers"]
+    assert info["input"]["shape"][1:] == [SIZE, SIZE, 3] and info["input"]["dtype"] == "float32"
+    expected = {"keras": ["/CPU:0"], "litert": ["xnnpack"], "onnxruntime": ["CPUExecutionProvider"],
+                "openvino": ["CPU"]}[name]
+    assert info["providers"] == expected
+    if name == "keras":  # TensorFlow may already be initialised in this process: then it says so
+        assert info["threads"] >= 1 and (info["threads"] == 1 or "threads_note" in info)
+    else:
+        assert info["threads"] == 1
+    if name == "openvino":
+        assert info["precision"] == "f32"
+
+
+def test_threads_default_to_every_core(artifacts):
+    from exporter.runtimes.base import default_threads
+
+    assert loaded("litert", artifacts, "fp32.tflite", threads=None).info()["threads"] == default_threads()
+    assert loaded("onnxruntime", artifacts, "fp32.onnx", threads=None).info()["threads"] == default_threads()
+    assert loaded("openvino", artifacts, "fp32.onnx", threads=None).info()["threads"] >= 1
+    with pytest.raises(ValueError, match="threads"):
+        loaded("litert", artifacts, "fp32.tflite", threads=0)
+
+
+@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
+def test_gpu_is_unavailable_here_or_really_runs(artifacts, name, artifact):
+    runtime = get_runtime(name)
+    try:
+        runtime.load(artifacts["dir"] / artifact, device="gpu")
+    except RuntimeUnavailable as exc:  # this machine: no GPU, no delegate — skipped with a reason
+        assert str(exc).strip() and "\n" not in str(exc)
+        return
+    logits = runtime.predict(artifacts["frames"][:1])  # a machine with a GPU: it must then really work
+    assert runtime.info()["device"] == "gpu"
+    assert np.mean(np.argmax(logits, -1) == artifacts["classes"][:1]) > 0.99
+
+
+def test_unknown_device_is_a_value_error(artifacts):
+    with pytest.raises(ValueError, match="unknown device"):
+        get_runtime("onnxruntime").load(artifacts["dir"] / "fp32.onnx", device="npu")
+
+
+@pytest.mark.parametrize("name,artifact", EVERY_PAIR)
+def test_broken_files_are_model_load_errors(artifacts, tmp_path, name, artifact):
+    data = (artifacts["dir"] / artifact).read_bytes()
+    suffix = Path(artifact).suffix
+    broken = {"truncated": data[: len(data) // 3], "garbage": b"not a model at all\n" * 40, "empty": b""}
+    for kind, content in broken.items():
+        path = tmp_path / f"{kind}{suffix}"
+        path.write_bytes(content)
+        runtime = get_runtime(name)
+        with pytest.raises(ModelLoadError) as caught:
+            runtime.load(path)
+            runtime.predict(artifacts["frames"][:1])
+        message = str(caught.value)
+        assert message and "\n" not in message and len(message) <= 300, (kind, message)
+    with pytest.raises(ModelLoadError, match="no such file"):
+        get_runtime(name).load(tmp_path / f"missing{suffix}")
+
+
+def test_wrong_format_for_a_runtime_is_a_model_load_error(artifacts):
+    with pytest.raises(ModelLoadError, match="runs onnx"):
+        get_runtime("onnxruntime").load(artifacts["dir"] / "fp32.tflite")
+    with pytest.raises(ModelLoadError, match="runs tflite"):
+        get_runtime("litert").load(artifacts["dir"] / "fp32.onnx")
+
+
+# -- device-light import ---------------------------------------------------------------------------------
+
+LIGHT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.modules["tensorflow"] = None
+    sys.modules["keras"] = None
+    import exporter.runtimes as rt
+    folder = sys.argv[1]
+    frames, reference = np.load(folder + "/frames.npy"), np.load(folder + "/reference.npy")
+    result = {"keras_available": rt.RUNTIMES["keras"].available(), "diff": {}}
+    try:
+        rt.get_runtime("keras").load(folder + "/model.keras")
+    except rt.RuntimeUnavailable as exc:
+        result["keras_load"] = str(exc)
+    for name, artifact in (("litert", "fp32.tflite"), ("onnxruntime", "fp32.onnx")):
+        runtime = rt.get_runtime(name)
+        runtime.load(folder + "/" + artifact, threads=1)
+        result["diff"][name] = float(np.abs(runtime.predict(frames) - reference).max())
+    result["tensorflow_loaded"] = sys.modules.get("tensorflow") is not None
+    print(json.dumps(result))
+""")
+
+
+def test_adapters_run_without_tensorflow(artifacts):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", LIGHT, str(artifacts["dir"])], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["keras_available"] == "tensorflow is not installed"
+    assert result["keras_load"] == "tensorflow is not installed"
+    assert result["diff"]["litert"] < FP32_TOLERANCE and result["diff"]["onnxruntime"] < FP32_TOLERANCE
+    assert result["tensorflow_loaded"] is False
