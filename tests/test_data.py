@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_carla
 
+from conftest import write_carla
 from exporter.cli.main import cli
 from exporter.data.carla import load_frames, split_indices, tf_dataset
 from exporter.errors import UserError
