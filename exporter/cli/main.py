@@ -61,15 +61,38 @@ def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_
         echo(f"skipped {len(frames.skipped)} bad file(s)")
 
 
+def _input_size(ctx, param, value):
+    from exporter.model import check_input_size
+
+    try:
+        return check_input_size((*value, 3))[:2]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _model_options(epochs: int, batch_size: int):
+    """Options shared by train and pipeline (their defaults for epochs and batch size differ)."""
+
+    def decorate(func):
+        for option in reversed([
+            click.option("--epochs", default=epochs, show_default=True, type=click.IntRange(min=1)),
+            click.option("--batch-size", default=batch_size, show_default=True, type=click.IntRange(min=1)),
+            click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+            click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1)),
+            click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
+                         callback=_input_size, help="Model input; height and width divisible by 16."),
+            click.option("--n-classes", default=23, show_default=True, type=click.IntRange(min=2)),
+        ]):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 @cli.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="CARLA-layout folder.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
-@click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W")
-@click.option("--n-classes", default=23, show_default=True, type=click.IntRange(min=2))
+@_model_options(epochs=20, batch_size=16)
 @click.option("--dropout", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--val-split", default=0.15, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -80,14 +103,9 @@ def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_
 def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
           dropout, val_split, seed, resume, force, skip_bad) -> None:
     """Train the seed U-Net; writes model.keras (best val mIoU), config.json, history.csv, curves."""
-    from exporter.model import check_input_size
     from exporter.train import TrainConfig
     from exporter.train import train as run_training
 
-    try:
-        check_input_size((*input_size, 3))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--input-size") from None
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes,
                          dropout=dropout, val_split=val_split, seed=seed)
@@ -188,12 +206,7 @@ def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
 @click.option("--data", "data_dir", type=click.Path(), default=None,
               help="Your CARLA-layout data (default: synthesize driving scenes).")
 @click.option("--synth-count", default=600, show_default=True, type=click.IntRange(min=4))
-@click.option("--epochs", default=6, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--learning-rate", default=1e-3, show_default=True, type=float)
-@click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W")
-@click.option("--n-classes", default=23, show_default=True, type=click.IntRange(min=2))
+@_model_options(epochs=6, batch_size=8)
 @click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-frames", default=24, show_default=True, type=click.IntRange(min=1))
