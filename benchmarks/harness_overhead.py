@@ -1,8 +1,10 @@
-"""Does unet-bench's timing loop add overhead? Its p50 vs a plain loop of the same call, same process.
+"""Does unet-bench add overhead? Its p50 (harness loop around the runtime adapter's ``predict``) vs a plain
+loop around the bare runtime call (LiteRT set_tensor/invoke/get_tensor, ORT session.run), same process.
 
-Usage: python benchmarks/harness_overhead.py [MODEL.tflite MODEL.onnx]   (default: converts the full-size
-seed U-Net, untrained: latency does not depend on the weights). Rounds are interleaved so drift on a
-shared machine hits both sides alike. Prints a Markdown table.
+The difference is everything unet-bench puts around the runtime: its timing loop and the adapter's input
+checks, quantization and output decoding. Usage: python benchmarks/harness_overhead.py [MODEL.tflite MODEL.onnx]
+(default: converts the full-size seed U-Net, untrained: latency does not depend on the weights). Rounds are
+interleaved so drift on a shared machine hits both sides alike. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -48,24 +50,53 @@ def plain_loop(call, runs: int) -> list[float]:
     return samples
 
 
+def bare_call(runtime_name: str, path, frame: np.ndarray, threads: int):
+    """The runtime's own call, nothing around it."""
+    if runtime_name == "litert":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter.allocate_tensors()
+        inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
+
+        def call():
+            interpreter.set_tensor(inp, frame)
+            interpreter.invoke()
+            return interpreter.get_tensor(out)
+
+        return call
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: frame})
+
+
 def main() -> None:
     folder = Path(tempfile.mkdtemp())
     paths = sys.argv[1:3] if len(sys.argv) >= 3 else convert_defaults(folder)
     frame = np.random.default_rng(0).random((1, 96, 128, 3), dtype=np.float32)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {RUNS} runs x {ROUNDS} "
+    threads = os.cpu_count()
+    print(f"machine: {platform.processor() or platform.machine()}, {threads} cores; {RUNS} runs x {ROUNDS} "
           "interleaved rounds each\n")
-    print("| runtime | plain loop p50 ms | harness p50 ms | harness / plain |")
+    print("| runtime | bare runtime call p50 ms | unet-bench harness + adapter p50 ms | harness / bare |")
     print("|---|---:|---:|---:|")
     for runtime_name, path in (("litert", paths[0]), ("onnxruntime", paths[1])):
         runtime = get_runtime(runtime_name)
-        runtime.load(path, threads=os.cpu_count())
-        call = lambda runtime=runtime: runtime.predict(frame)  # noqa: E731
+        runtime.load(path, threads=threads)
+        adapter_call = lambda runtime=runtime: runtime.predict(frame)  # noqa: E731
+        bare = bare_call(runtime_name, path, frame, threads)
+        assert np.allclose(np.asarray(bare()[0] if runtime_name == "onnxruntime" else bare()), adapter_call(),
+                           atol=1e-4)
         for _ in range(5):
-            call()
+            bare()
+            adapter_call()
         plain, harness = [], []
         for _ in range(ROUNDS):
-            plain += plain_loop(call, RUNS)
-            harness += time_calls(call, warmup=0, min_runs=RUNS, min_seconds=0.0)
+            plain += plain_loop(bare, RUNS)
+            harness += time_calls(adapter_call, warmup=0, min_runs=RUNS, min_seconds=0.0)
         p_plain, p_harness = Latency.from_values(plain).p50, Latency.from_values(harness).p50
         print(f"| {runtime_name} | {p_plain:.2f} | {p_harness:.2f} | {p_harness / p_plain:.3f} |")
 

@@ -11,23 +11,74 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temp path beside ``final``; on success rename it into place, on error delete it."""
+    """Yield a temp path beside ``final``; on success flush it to disk and rename it into place, on error delete it.
+
+    A folder that cannot be created or written is a ``UserError`` naming ``final`` (exit 2 at the CLI).
+    The file gets the usual permissions (0666 less the umask), not ``mkstemp``'s owner-only 0600.
+    """
+    from exporter.errors import UserError
+
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix + ".tmp",
-        dir=final.parent,
-    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix + ".tmp",
+            dir=final.parent,
+        )
+    except OSError as exc:
+        raise UserError(f"{final}: cannot write ({exc.strerror or exc})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_writable(final: str | os.PathLike) -> Path:
+    """Fail early (``UserError``) when ``final`` could not be written, before any long work is done."""
+    from exporter.errors import UserError
+
+    final = Path(final)
+    if final.is_dir():
+        raise UserError(f"{final}: is a folder; give a file name")
+    folder = final.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{final}: cannot create its folder ({exc.strerror or exc})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"{final}: folder {folder} is not writable")
+    return final
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON object from ``path``; a missing, unreadable or non-object file is a ``UserError`` naming it."""
+    from exporter.errors import UserError
+
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable {what} ({exc.__class__.__name__}: {exc})"[:300]) from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: {what} is not a JSON object")
+    return value
 
 
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> Path:

@@ -8,8 +8,8 @@ from pathlib import Path
 from exporter.bench.evaldata import EVAL_FILE, save_eval
 from exporter.bench.pack import write_pack
 from exporter.errors import UserError
-from exporter.export.manifest import load_manifest
-from exporter.fileio import sha256_file
+from exporter.export.manifest import current_artifacts
+from exporter.fileio import read_json, sha256_file
 
 DEFAULT_EVAL_FRAMES = 24
 
@@ -39,7 +39,7 @@ def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path
         artifacts.append((keras_path, {"format": "keras", "precision": "fp32", "input_dtype": "float32",
                                        "output": "logits", "size_bytes": keras_path.stat().st_size,
                                        "sha256": sha256_file(keras_path), "validation": None}))
-    for entry in load_manifest(run_dir)["artifacts"]:
+    for entry in current_artifacts(run_dir, warn=log):
         path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run_dir / entry["path"]
         if not path.is_file():
             raise UserError(f"{path}: listed in {run_dir}/manifest.json but missing")
@@ -55,7 +55,5 @@ def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path
 
 
 def _labels(run_dir: Path) -> list[str]:
-    import json
-
     config = run_dir / "config.json"
-    return json.loads(config.read_text()).get("class_names", []) if config.exists() else []
+    return list(read_json(config, "run config").get("class_names", [])) if config.exists() else []

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from exporter.errors import UserError
-from exporter.fileio import sha256_file, write_json_atomic
+from exporter.fileio import read_json, sha256_file, write_json_atomic
 
 STATE = "pipeline.json"
 
@@ -27,24 +27,28 @@ class ExportSpec:
     quantization: str
     io: str = "float32"
     argmax: bool = False
+    float_head: bool = False
 
     @property
     def name(self) -> str:
-        from exporter.export.api import tflite_name
+        from exporter.export.api import onnx_name, tflite_name
         from exporter.export.modes import IOType, Quantization
 
         if self.format == "onnx":
-            return f"unet_{self.quantization}.onnx"
-        return tflite_name(Quantization(self.quantization), IOType(self.io), self.argmax)
+            return onnx_name(Quantization(self.quantization), self.float_head)
+        return tflite_name(Quantization(self.quantization), IOType(self.io), self.argmax, self.float_head)
 
 
 DEFAULT_EXPORTS = (
     ExportSpec("tflite", "fp32"),
     ExportSpec("tflite", "fp16"),
-    ExportSpec("tflite", "int8"),
-    ExportSpec("tflite", "int8", io="uint8", argmax=True),  # mobile-ready: camera bytes in, class map out
+    ExportSpec("tflite", "int8"),  # full integer: what integer-only accelerators need
+    ExportSpec("tflite", "int8", float_head=True),
+    # mobile-ready: camera bytes in, class map out; the float head keeps int8's accuracy loss small
+    ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True),
     ExportSpec("onnx", "fp32"),
     ExportSpec("onnx", "int8"),
+    ExportSpec("onnx", "int8", float_head=True),
 )
 
 
@@ -55,7 +59,7 @@ class PipelineOptions:
     data_dir: str | None = None
     synth_count: int = 600
     synth_seed: int = 0
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 8
     learning_rate: float = 1e-3
     n_filters: int = 32
@@ -96,7 +100,11 @@ class _Stages:
 
     def __init__(self, run_dir: Path, force: bool, log: Callable[[str], None]):
         self.path = run_dir / STATE
-        self.state = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+        self.state = {"stages": {}}
+        if self.path.exists() and not force:  # --force redoes every stage: an old (even broken) state is moot
+            self.state = read_json(self.path, "pipeline state")
+            if not isinstance(self.state.get("stages"), dict):
+                raise UserError(f"{self.path}: pipeline state has no 'stages'; delete it or pass --force")
         self.force, self.log = force, log
         self.seconds: dict[str, float] = {}
         self.skipped: list[str] = []
@@ -166,7 +174,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
         started = time.perf_counter()
         state_file = run_dir / "checkpoint" / "state.json"
         resumable = not force and state_file.exists() and \
-            json.loads(state_file.read_text()).get("config") == config.identity()
+            read_json(state_file, "training checkpoint state").get("config") == config.identity()
         result = train(data_dir, run_dir, config, resume=resumable, overwrite=not resumable, log=log,
                        verbose=verbose)
         stages.record("train", train_key, started, best_epoch=result.best_epoch,
@@ -178,7 +186,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     export_key = _key("export", model_sha, [asdict(e) for e in options.exports], options.calibration_samples,
                       options.validation_samples, options.max_miou_drop, options.min_agreement, options.eval_frames)
     context = None
-    if not stages.done("export", export_key, [run_dir / e.name for e in options.exports] + [run_dir / "eval.npz"]):
+    if not stages.done("export", export_key, [run_dir / e.name for e in options.exports]):
         started = time.perf_counter()
         context = ExportContext(model_path, data_dir, options.validation_samples, options.seed, log)
         gate_failures = []
@@ -186,9 +194,10 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
             kwargs = dict(quantization=spec.quantization, calibration_samples=options.calibration_samples,
                           context=context, seed=options.seed)
             if spec.format == "tflite":
-                result = export_tflite(model_path, io=spec.io, argmax=spec.argmax, **kwargs)
+                result = export_tflite(model_path, io=spec.io, argmax=spec.argmax, float_head=spec.float_head,
+                                       **kwargs)
             else:
-                result = export_onnx(model_path, **kwargs)
+                result = export_onnx(model_path, float_head=spec.float_head, **kwargs)
             v = result.validation
             within = not (v.miou_drop_points > options.max_miou_drop or v.pixel_agreement < options.min_agreement)
             if not within:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,7 +14,7 @@ import numpy as np
 from exporter import metrics
 from exporter.classes import class_names
 from exporter.errors import UserError
-from exporter.fileio import atomic_path, write_json_atomic, write_text_atomic
+from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
 
 HISTORY_FIELDS = (
     "epoch", "loss", "pixel_accuracy", "val_loss", "val_pixel_accuracy", "val_miou",
@@ -119,6 +118,22 @@ def save_keras_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
+def _promote(state: dict, run_dir: Path) -> None:
+    """Make model.keras the committed best checkpoint and delete checkpoints the state no longer names."""
+    import shutil
+
+    checkpoints = run_dir / "checkpoint"
+    best = checkpoints / str(state["best_checkpoint"])
+    target = run_dir / "model.keras"
+    if not target.exists() or sha256_file(target) != sha256_file(best):
+        with atomic_path(target, suffix=".keras") as tmp:
+            shutil.copyfile(best, tmp)
+    keep = {state["best_checkpoint"], state["last_checkpoint"], "state.json"}
+    for path in checkpoints.iterdir():
+        if path.name not in keep and not path.name.startswith("."):
+            path.unlink()
+
+
 def train(
     data_dir: str | Path,
     run_dir: str | Path,
@@ -135,14 +150,19 @@ def train(
     config = config or TrainConfig()
     log = _progress(log)
     run_dir = Path(run_dir)
-    state_path = run_dir / "checkpoint" / "state.json"
-    last_path = run_dir / "checkpoint" / "last.keras"
+    checkpoints = run_dir / "checkpoint"
+    state_path = checkpoints / "state.json"
     if resume and not state_path.exists():
         raise UserError(f"{run_dir}: nothing to resume (no checkpoint/state.json); run without --resume")
     if not resume and not overwrite and (state_path.exists() or (run_dir / "model.keras").exists()):
         raise UserError(f"{run_dir}: already holds a training run; pass --resume to continue or --force to start over")
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
+    state = None
+    if resume:
+        state = read_json(state_path, "training checkpoint state")
+        if state.get("config") != config.identity():
+            raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
 
     frames = load_frames(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
                          warn=lambda m: log(f"warning: skipped {m}"))
@@ -155,11 +175,13 @@ def train(
 
     from exporter.model import build_unet
 
-    if resume:
-        state = json.loads(state_path.read_text())
-        if state["config"] != config.identity():
-            raise UserError(f"{state_path}: the run was trained with {state['config']}; resume with the same options")
-        model = keras.saving.load_model(last_path, compile=True, safe_mode=True)
+    if state is not None:
+        last = checkpoints / str(state.get("last_checkpoint", ""))
+        try:
+            model = keras.saving.load_model(last, compile=True, safe_mode=True)
+        except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
+            raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
+        _promote(state, run_dir)  # a kill between the commit and the promotion of the last epoch is healed here
         log(f"resuming {run_dir} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
     else:
         keras.utils.set_random_seed(config.seed)
@@ -170,13 +192,12 @@ def train(
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
         )
         state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
-                 "history": [], "config": config.identity()}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", {
+                 "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
+    run_config = {
         **asdict(config), "input_size": list(config.input_size), "data_dir": str(data_dir),
         "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
         "parameters": int(model.count_params()), "val_stems": val_frames.stems,
-    })
+    }
     log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
         f"{model.count_params():,} parameters")
 
@@ -189,17 +210,21 @@ def train(
         row = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
                "pixel_accuracy": float(fit.history["pixel_accuracy"][-1]), **scores,
                "epoch_seconds": seconds, "images_per_second": len(train_frames) / seconds}
-        state["history"].append(row)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}  val pixel acc "
             f"{row['val_pixel_accuracy']:.4f}  val mIoU {row['val_miou']:.4f}  "
             f"({row['images_per_second']:.1f} img/s)")
+        # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
+        # (the commit point); only after it are model.keras, config.json and history.csv brought in line.
+        # A kill at any moment leaves either the previous epoch's consistent set or this one's.
+        name = f"epoch_{epoch + 1:04d}.keras"
+        save_keras_atomic(model, checkpoints / name)
+        state = {**state, "history": [*state["history"], row], "epoch": epoch + 1, "last_checkpoint": name}
         if row["val_miou"] > state["best_val_miou"]:
-            save_keras_atomic(model, run_dir / "model.keras")
             state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
-                         best_val_pixel_accuracy=row["val_pixel_accuracy"])
-        save_keras_atomic(model, last_path)
-        state["epoch"] = epoch + 1
-        write_json_atomic(state_path, state)  # the commit point of the epoch
+                         best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
+        write_json_atomic(state_path, state)
+        write_json_atomic(run_dir / "config.json", run_config)
+        _promote(state, run_dir)
         write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
         plot_curves(state["history"], run_dir / "training_curves.png")
 

@@ -1,5 +1,6 @@
 """unet-bench: harness statistics, packs (round trip and hostile ones), runs per runtime, device-light mode."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -100,6 +101,49 @@ def test_hostile_or_broken_packs_are_refused(exported_run, tmp_path):
         with pytest.raises(UserError, match=problem):
             open_pack(bad, tmp_path / f"out-{bad.stem}")
         assert not (tmp_path / "evil.txt").exists()
+        result = CliRunner().invoke(bench_cli, ["run", str(bad), *FAST])
+        assert result.exit_code == 2 and str(bad) in result.output and result.output.count("\n") == 1
+
+
+def _doctor_meta(pack, out, change):
+    def mutate(name, data):
+        if name != "pack.json":
+            return data
+        meta = json.loads(data)
+        return json.dumps(change(meta))
+    return _rewrite(pack, out, mutate)
+
+
+def _escaping_artifact(meta):
+    meta["artifacts"][0]["path"] = "/etc/passwd"
+    return meta
+
+
+def test_doctored_pack_json_or_eval_file_is_refused(exported_run, tmp_path):
+    """A pack whose pack.json is edited by hand, or whose eval.npz is broken, never reaches a runtime."""
+    import io
+
+    _, pack = exported_run
+    broken_eval = io.BytesIO()
+    np.savez(broken_eval, images=np.zeros((2, 4, 4, 3), np.float32), labels=np.zeros((2, 4), np.uint8),
+             reference_logits=np.zeros((2, 4, 4, 5), np.float16), reference_map=np.zeros((2, 4), np.uint8),
+             stems=np.array(["a", "b"]))
+
+    def with_eval(meta):
+        digest = hashlib.sha256(broken_eval.getvalue()).hexdigest()
+        meta["files"]["eval.npz"] = {"sha256": digest, "size_bytes": len(broken_eval.getvalue())}
+        return meta
+
+    cases = {
+        _doctor_meta(pack, tmp_path / "list.pack", lambda meta: []): "not a unet-export pack",
+        _doctor_meta(pack, tmp_path / "files.pack", lambda meta: {**meta, "files": ["x"]}): "no valid 'files'",
+        _doctor_meta(pack, tmp_path / "abs.pack", _escaping_artifact): "not one of its members",
+        _rewrite(pack, tmp_path / "eval.pack", lambda n, d: broken_eval.getvalue() if n == "eval.npz" else (
+            json.dumps(with_eval(json.loads(d))).encode() if n == "pack.json" else d)): "eval.npz is not usable",
+    }
+    for bad, problem in cases.items():
+        with pytest.raises(UserError, match=problem):
+            open_pack(bad, tmp_path / f"out-{bad.stem}")
         result = CliRunner().invoke(bench_cli, ["run", str(bad), *FAST])
         assert result.exit_code == 2 and str(bad) in result.output and result.output.count("\n") == 1
 

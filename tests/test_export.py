@@ -61,6 +61,42 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
     assert set(entry["validation"]) >= {"pixel_agreement", "miou", "miou_reference", "max_abs_error", "samples"}
 
 
+def _op_types(path) -> list[tuple[str, str]]:
+    """(op name, dtype of its first output) of each op of a .tflite, in execution order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return [(op["op_name"], interpreter._get_tensor_details(op["outputs"][0], 0)["dtype"].__name__)
+            for op in interpreter._get_ops_details()]
+
+
+@pytest.mark.parametrize("io,argmax,out_dtype", [("float32", False, np.float32), ("uint8", False, np.float32),
+                                                 ("uint8", True, np.uint8)])
+def test_int8_float_head_keeps_only_the_classifier_conv_in_float(ctx, tmp_path, io, argmax, out_dtype):
+    out = tmp_path / "fh.tflite"
+    result = export_tflite(ctx.model_path, out=out, quantization="int8", io=io, argmax=argmax, float_head=True,
+                           calibration_samples=20, context=ctx)
+    ops = _op_types(out)
+    convs = [dtype for name, dtype in ops if name == "CONV_2D"]
+    assert convs[-1] == "float32" and set(convs[:-1]) == {"int8"}  # int8 body, float head
+    assert not any(name == "QUANTIZE" for name, _ in ops[ops.index(("CONV_2D", "float32")):])  # no requantize
+    inp, outp = _tflite_details(out)
+    assert inp["dtype"] == (np.uint8 if io == "uint8" else np.float32) and outp["dtype"] == out_dtype
+    if io == "uint8":
+        assert inp["quantization"] == pytest.approx((1 / 255, 0))
+    assert out.name == "fh.tflite" and result.validation.pixel_agreement >= 0.9
+    entry = json.loads((ctx.run_dir / "manifest.json").read_text())["artifacts"][-1]
+    assert entry["float_head"] is True and entry["precision"] == "int8"
+
+
+def test_float_head_needs_int8(ctx, tmp_path):
+    with pytest.raises(UserError, match="--float-head needs --quantize int8"):
+        export_tflite(ctx.model_path, out=tmp_path / "x.tflite", quantization="fp16", float_head=True, context=ctx)
+    with pytest.raises(UserError, match="--float-head needs --quantize int8"):
+        export_onnx(ctx.model_path, out=tmp_path / "x.onnx", float_head=True, context=ctx)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_quantized_files_are_smaller(ctx, tmp_path):
     sizes = {q: export_tflite(ctx.model_path, out=tmp_path / f"{q}.tflite", quantization=q, calibration_samples=20,
                               context=ctx).size_bytes for q in ("fp32", "fp16", "int8")}
@@ -81,13 +117,14 @@ def test_embedded_metadata_reads_back(ctx, tmp_path):
     assert read_metadata(bare.read_bytes()) is None
 
 
-@pytest.mark.parametrize("quantization,io", [("fp32", "float32"), ("int8", "uint8")])
-def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quantization, io):
+@pytest.mark.parametrize("quantization,io,float_head", [("fp32", "float32", False), ("int8", "uint8", False),
+                                                        ("int8", "uint8", True)])
+def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quantization, io, float_head):
     from exporter.export.tflite_metadata import mediapipe_category_mask
     from exporter.runtimes import get_runtime
 
     path = export_tflite(ctx.model_path, out=tmp_path / "m.tflite", quantization=quantization, io=io,
-                         calibration_samples=20, context=ctx).path
+                         float_head=float_head, calibration_samples=20, context=ctx).path
     runtime = get_runtime("litert")
     runtime.load(path)
     frames = np.round(ctx.validation.images[:4] * 255).astype(np.uint8)
@@ -97,12 +134,14 @@ def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quanti
         assert np.mean(mask == expected) >= 0.999
 
 
-@pytest.mark.parametrize("quantization", ["fp32", "fp16", "int8"])
-def test_onnx_modes(ctx, tmp_path, quantization):
+@pytest.mark.parametrize("quantization,float_head", [("fp32", False), ("fp16", False), ("int8", False),
+                                                     ("int8", True)])
+def test_onnx_modes(ctx, tmp_path, quantization, float_head):
     import onnx
 
     out = tmp_path / f"m_{quantization}.onnx"
-    result = export_onnx(ctx.model_path, out=out, quantization=quantization, calibration_samples=20, context=ctx)
+    result = export_onnx(ctx.model_path, out=out, quantization=quantization, calibration_samples=20, context=ctx,
+                         float_head=float_head)
     model = onnx.load(out)
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
@@ -113,6 +152,12 @@ def test_onnx_modes(ctx, tmp_path, quantization):
     assert result.validation.pixel_agreement >= {"fp32": 0.999, "fp16": 0.99, "int8": 0.9}[quantization]
     if quantization == "int8":
         assert any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+        # the head conv's weights are int8 (dequantized) unless the float head keeps them float
+        from exporter.export.onnx_export import head_conv
+
+        head = next(n for n in model.graph.node if n.name == head_conv(model))
+        producers = {o: n.op_type for n in model.graph.node for o in n.output}
+        assert (producers.get(head.input[1]) == "DequantizeLinear") is not float_head
 
 
 def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, blocks_dir, tmp_path):
@@ -228,8 +273,7 @@ def test_calibration_is_class_balanced_and_deterministic():
     assert np.array_equal(samples[1][0], images[first.indices[1]])
 
 
-def test_tflite_file_from_safe_mode_zip_is_not_executed(tmp_path):
-    # the guard is keras' safe_mode: a zip that is not a Keras archive is refused with a clear line
+def test_a_zip_that_is_not_a_keras_archive_is_refused_with_one_line(tmp_path):
     bogus = tmp_path / "x.keras"
     with zipfile.ZipFile(bogus, "w") as z:
         z.writestr("config.json", "{}")
@@ -237,3 +281,28 @@ def test_tflite_file_from_safe_mode_zip_is_not_executed(tmp_path):
         from exporter.export.api import load_keras_model
 
         load_keras_model(bogus)
+
+
+def test_exports_of_an_earlier_model_are_left_out_of_packs(tiny_run, blocks_dir, tmp_path):
+    """After retraining, old artifacts still listed in the manifest must not be benchmarked as the new model's."""
+    import shutil
+
+    import keras
+
+    from exporter.packing import build_pack
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "manifest.json").unlink(missing_ok=True)
+    export_tflite(run / "model.keras", data_dir=blocks_dir, out=run / "old.tflite", validation_samples=4, log=None)
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    model.layers[-1].bias.assign(model.layers[-1].bias + 1.0)  # "retrained"
+    model.save(run / "model.keras")
+    warnings = []
+    with pytest.raises(UserError, match="no exported artifacts"):
+        build_pack(run, blocks_dir, tmp_path / "x.pack", frames=4, log=warnings.append)
+    assert any("old.tflite" in w and "earlier model.keras" in w for w in warnings)
+    export_tflite(run / "model.keras", data_dir=blocks_dir, out=run / "new.tflite", validation_samples=4, log=None)
+    build_pack(run, blocks_dir, tmp_path / "y.pack", frames=4, log=None)
+    with zipfile.ZipFile(tmp_path / "y.pack") as z:
+        assert "artifacts/new.tflite" in z.namelist() and "artifacts/old.tflite" not in z.namelist()

@@ -72,6 +72,14 @@ def test_same_seed_gives_identical_bytes_whatever_the_count(tmp_path):
         tmp_path / "c" / "CameraMask" / "00001.png").read_bytes()
 
 
+def test_rewriting_a_folder_with_fewer_frames_removes_the_extra_ones_only(tmp_path):
+    write_synthetic_dataset(tmp_path, count=4, seed=0, size=(32, 32))
+    (tmp_path / "CameraRGB" / "notes.png").write_bytes(b"someone else's file")
+    write_synthetic_dataset(tmp_path, count=2, seed=0, size=(32, 32))
+    assert sorted(p.name for p in (tmp_path / "CameraRGB").iterdir()) == ["00000.png", "00001.png", "notes.png"]
+    assert sorted(p.name for p in (tmp_path / "CameraMask").iterdir()) == ["00000.png", "00001.png"]
+
+
 def test_render_scene_is_a_pure_function_of_the_generator_state():
     a_img, a_mask = render_scene(np.random.default_rng([5, 1]), 40, 56)
     b_img, b_mask = render_scene(np.random.default_rng([5, 1]), 40, 56)

@@ -28,7 +28,8 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, synth_dir):
     run = tmp_path / "run"
     first = train(synth_dir, run, TINY, log=None, verbose=0)
     assert [r["epoch"] for r in first.history] == [1]
-    last_before = (run / "checkpoint" / "last.keras").read_bytes()
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["last_checkpoint"] == "epoch_0001.keras"
 
     runner = CliRunner()
     result = runner.invoke(cli, ["train", "--data", str(synth_dir), "--out", str(run), "--epochs", "2",
@@ -39,7 +40,10 @@ def test_resume_continues_from_the_last_completed_epoch(tmp_path, synth_dir):
     history = list(csv.DictReader((run / "history.csv").open()))
     assert [int(r["epoch"]) for r in history] == [1, 2]
     assert float(history[0]["loss"]) == pytest.approx(first.history[0]["loss"], rel=1e-5)
-    assert (run / "checkpoint" / "last.keras").read_bytes() != last_before
+    state = json.loads((run / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["last_checkpoint"] == "epoch_0002.keras"
+    kept = {p.name for p in (run / "checkpoint").iterdir()}
+    assert kept == {"state.json", "epoch_0002.keras", state["best_checkpoint"]}  # older epochs are cleaned up
 
 
 def test_resumed_optimizer_state_is_kept(tmp_path, synth_dir):
@@ -47,7 +51,7 @@ def test_resumed_optimizer_state_is_kept(tmp_path, synth_dir):
     train(synth_dir, run, TINY, log=None, verbose=0)
     import keras
 
-    model = keras.saving.load_model(run / "checkpoint" / "last.keras", compile=True)
+    model = keras.saving.load_model(run / "checkpoint" / "epoch_0001.keras", compile=True)
     assert int(np.asarray(model.optimizer.iterations)) > 0
 
 
@@ -67,3 +71,40 @@ def test_cli_rejects_an_input_size_not_divisible_by_16(synth_dir, tmp_path):
     result = CliRunner().invoke(cli, ["train", "--data", str(synth_dir), "--out", str(tmp_path / "r"),
                                       "--input-size", "30", "32"])
     assert result.exit_code == 2 and "divisible by 16" in result.output
+
+
+def test_killed_mid_run_leaves_a_consistent_run_that_resumes(tmp_path, synth_dir):
+    """SIGKILL a real training process after an epoch has committed: what is on disk agrees, and resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from exporter.fileio import sha256_file
+
+    run = tmp_path / "run"
+    args = ["--data", str(synth_dir), "--out", str(run), "--batch-size", "8", "--n-filters", "2",
+            "--input-size", "32", "32", "--val-split", "0.25"]
+    proc = subprocess.Popen([sys.executable, "-c", "from exporter.cli.main import cli; cli()", "train", *args, "--epochs", "200"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state_path = run / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    state = json.loads(state_path.read_text())
+    assert 2 <= state["epoch"] < 200
+    assert sha256_file(run / "model.keras") == sha256_file(run / "checkpoint" / state["best_checkpoint"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["n_filters"] == 2 and len(config["val_stems"]) == 10
+
+    result = CliRunner().invoke(cli, ["train", *args, "--epochs", str(state["epoch"] + 1), "--resume"])
+    assert result.exit_code == 0, result.output
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in history] == list(range(1, state["epoch"] + 2))

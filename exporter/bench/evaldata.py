@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ EVAL_FILE = "eval.npz"
 
 @dataclass(frozen=True)
 class EvalData:
-    """images float32 N×H×W×3 in [0,1]; labels uint8 N×H×W; Keras reference logits (float16) and class map."""
+    """images float32 N×H×W×3 in [0,1]; labels uint8 N×H×W; Keras reference logits and class map."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -30,11 +31,11 @@ class EvalData:
 
 def save_eval(path: str | Path, images: np.ndarray, labels: np.ndarray, reference_logits: np.ndarray,
               stems: list[str]) -> Path:
-    """Write eval.npz atomically; logits stored as float16 (the class map is taken from the float32 logits)."""
+    """Write eval.npz atomically; logits stored as float32, so max |Δlogit| is not blurred by rounding."""
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez_compressed(
             tmp, images=images.astype(np.float32), labels=labels.astype(np.uint8),
-            reference_logits=reference_logits.astype(np.float16),
+            reference_logits=reference_logits.astype(np.float32),
             reference_map=np.argmax(reference_logits, axis=-1).astype(np.uint8), stems=np.array(stems, dtype=str))
     return Path(path)
 
@@ -47,10 +48,12 @@ def load_eval(path: str | Path) -> EvalData:
             data = EvalData(**{k: npz[k] for k in ("images", "labels", "reference_logits", "reference_map", "stems")})
     except FileNotFoundError:
         raise UserError(f"{path}: evaluation frames not found") from None
-    except (KeyError, ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: not a valid evaluation file ({exc})") from None
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a valid evaluation file ({exc.__class__.__name__}: {exc})"[:300]) from None
+    if data.labels.ndim != 3 or data.reference_logits.ndim != 4 or len(data.labels) == 0:
+        raise UserError(f"{path}: evaluation arrays have the wrong number of dimensions")
     n, h, w = data.labels.shape
     if data.images.shape != (n, h, w, 3) or data.reference_map.shape != (n, h, w) or \
-            data.reference_logits.shape[:3] != (n, h, w):
+            data.reference_logits.shape[:3] != (n, h, w) or len(data.stems) != n:
         raise UserError(f"{path}: evaluation arrays disagree in shape")
     return data

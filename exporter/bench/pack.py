@@ -15,7 +15,7 @@ from pathlib import Path
 
 from exporter.bench.evaldata import EVAL_FILE
 from exporter.errors import UserError
-from exporter.fileio import atomic_path
+from exporter.fileio import atomic_path, read_json
 
 PACK_FORMAT = "unet-export-pack"
 PACK_VERSION = 1
@@ -74,9 +74,10 @@ def open_pack(pack: str | Path, dest: str | Path) -> BenchTarget:
             infos = zf.infolist()
             _check_members(pack, infos)
             meta = json.loads(zf.read(META))
-            if meta.get("format") != PACK_FORMAT or meta.get("version") != PACK_VERSION:
-                raise UserError(f"{pack}: not a unet-export pack (format {meta.get('format')!r})")
-            expected = meta.get("files", {})
+            if not isinstance(meta, dict) or meta.get("format") != PACK_FORMAT or meta.get("version") != PACK_VERSION:
+                found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                raise UserError(f"{pack}: not a unet-export pack (format {found!r})")
+            expected = _check_meta(pack, meta)
             names = {i.filename for i in infos} - {META}
             if names != set(expected):
                 raise UserError(f"{pack}: members {sorted(names ^ set(expected))} disagree with pack.json")
@@ -106,8 +107,34 @@ def open_pack(pack: str | Path, dest: str | Path) -> BenchTarget:
     except (OSError, EOFError) as exc:
         raise UserError(f"{pack}: cannot read pack ({exc})") from None
     artifacts = [{**a, "artifact_path": str(dest / a["path"]), "path": Path(a["path"]).name}
-                 for a in meta.get("artifacts", [])]
-    return BenchTarget(dest, artifacts, dest / EVAL_FILE, list(meta.get("labels", [])))
+                 for a in meta["artifacts"]]
+    _check_eval(pack, dest / EVAL_FILE)
+    return BenchTarget(dest, artifacts, dest / EVAL_FILE, [str(label) for label in meta.get("labels", [])])
+
+
+def _check_meta(pack: Path, meta: dict) -> dict:
+    """pack.json's ``files`` and ``artifacts``, checked: every artifact is a listed member under artifacts/."""
+    files, artifacts = meta.get("files"), meta.get("artifacts")
+    if not isinstance(files, dict) or not all(isinstance(v, dict) for v in files.values()):
+        raise UserError(f"{pack}: pack.json has no valid 'files' table")
+    if not isinstance(artifacts, list) or not isinstance(meta.get("labels", []), list):
+        raise UserError(f"{pack}: pack.json has no valid 'artifacts' list")
+    for entry in artifacts:
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str) or not path.startswith("artifacts/") or not MEMBER_NAME.match(path) \
+                or path not in files:
+            raise UserError(f"{pack}: pack.json names an artifact {path!r} that is not one of its members")
+    return files
+
+
+def _check_eval(pack: Path, eval_path: Path) -> None:
+    """The evaluation frames must load (numpy, no pickles) and agree in shape; name the pack if not."""
+    from exporter.bench.evaldata import load_eval
+
+    try:
+        load_eval(eval_path)
+    except UserError as exc:
+        raise UserError(f"{pack}: {EVAL_FILE} is not usable ({str(exc).split(': ', 1)[-1]})") from None
 
 
 def _check_members(pack: Path, infos: list[zipfile.ZipInfo]) -> None:
@@ -127,9 +154,9 @@ def _check_members(pack: Path, infos: list[zipfile.ZipInfo]) -> None:
         raise UserError(f"{pack}: unpacks to more than {MAX_TOTAL_BYTES >> 30} GiB")
 
 
-def open_run_dir(run_dir: str | Path) -> BenchTarget:
+def open_run_dir(run_dir: str | Path, warn=None) -> BenchTarget:
     """A run folder on the host: its manifest's artifacts, model.keras, and eval.npz (written by pack)."""
-    from exporter.export.manifest import load_manifest
+    from exporter.export.manifest import current_artifacts
 
     run_dir = Path(run_dir)
     eval_path = run_dir / EVAL_FILE
@@ -141,10 +168,10 @@ def open_run_dir(run_dir: str | Path) -> BenchTarget:
     if keras_path.exists():
         artifacts.append({"path": keras_path.name, "format": "keras", "precision": "fp32",
                           "size_bytes": keras_path.stat().st_size, "artifact_path": str(keras_path)})
-    for entry in load_manifest(run_dir)["artifacts"]:
+    for entry in current_artifacts(run_dir, warn=warn):
         path = Path(entry["path"]) if Path(entry["path"]).is_absolute() else run_dir / entry["path"]
         artifacts.append({**entry, "path": path.name, "artifact_path": str(path)})
     labels = []
     if (run_dir / "config.json").exists():
-        labels = json.loads((run_dir / "config.json").read_text()).get("class_names", [])
+        labels = list(read_json(run_dir / "config.json", "run config").get("class_names", []))
     return BenchTarget(run_dir, artifacts, eval_path, labels)

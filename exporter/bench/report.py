@@ -213,6 +213,10 @@ def to_markdown(bench: dict, title: str = "unet-bench results") -> str:
     if reference is not None:
         parts.append(f"- reference (agreement is measured against): {reference.get('artifact')} "
                      f"on {reference.get('runtime')}/{reference.get('device')}")
+    stored = bench.get("reference") or {}
+    if is_number(stored.get("miou")):
+        parts.append(f"- Keras reference outputs stored with the {stored.get('frames', '?')} evaluation frames: "
+                     f"mIoU {stored['miou']:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
     parts += ["", "## Results", ""]
     rows = []
     for r in results:

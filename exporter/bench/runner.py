@@ -95,4 +95,19 @@ def run_bench(target: BenchTarget, work_dir: str | Path, runtimes: list[str] | N
                      f"agreement {acc.get('agreement_vs_reference', float('nan')):.4f}")
         else:
             progress(f"{where}: {first['status']} ({first['reason']})")
-    return {"environment": describe(label), "labels": target.labels, "results": results}
+    return {"environment": describe(label), "labels": target.labels, "reference": reference_scores(target.eval_path),
+            "results": results}
+
+
+def reference_scores(eval_path: Path) -> dict:
+    """Scores of the Keras reference outputs stored with the evaluation frames: what drift is measured from.
+
+    Lets a device without TensorFlow (no Keras row) still report each artifact's mIoU drop.
+    """
+    from exporter import metrics
+    from exporter.bench.evaldata import load_eval
+
+    evaldata = load_eval(eval_path)
+    scores = metrics.score(evaldata.labels, evaldata.reference_map, evaldata.n_classes)
+    return {"source": "Keras outputs stored with the evaluation frames", "frames": int(len(evaldata.labels)),
+            "pixel_accuracy": scores.pixel_accuracy, "miou": scores.miou, "per_class_iou": scores.per_class_iou}

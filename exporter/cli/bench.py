@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from exporter.cli.common import echo, handle_errors
+from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +26,7 @@ def _csv_list(kind):
     return convert
 
 
-@click.group()
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="unet-export")
 def cli() -> None:
     """Benchmark exported U-Net artifacts on this device: latency, throughput, memory, accuracy drift."""
@@ -64,14 +64,19 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     bad = [d for d in devices if d not in ("cpu", "gpu")]
     if bad:
         raise UserError(f"--devices: unknown device(s) {', '.join(bad)} (cpu, gpu)")
-    if any(b < 1 for b in batch_sizes) or any(t < 1 for t in threads or [1]):
+    if not batch_sizes or any(b < 1 for b in batch_sizes) or any(t < 1 for t in threads or [1]):
         raise UserError("--batch-sizes and --threads must be ≥ 1")
+    from exporter.fileio import check_writable
+
+    for out in (json_out, csv_out, markdown_out):  # fail now, not after minutes of measuring
+        if out:
+            check_writable(out)
     temp = None
     if work_dir is None:
         temp = work_dir = tempfile.mkdtemp(prefix="unet-bench-")
     try:
         path = Path(target)
-        bench_target = open_run_dir(path) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
+        bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
         bench = run_bench(bench_target, work_dir, runtimes, tuple(devices), tuple(threads or [os.cpu_count()]),
                           tuple(batch_sizes), warmup, min_runs, min_seconds, timeout, label, progress=echo)
         echo(terminal_table(bench["results"]))

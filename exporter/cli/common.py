@@ -30,6 +30,33 @@ def handle_errors(func):
     return wrapper
 
 
+class OneLineErrors(click.Group):
+    """A click group whose usage errors (bad option value, missing file argument) are one line, exit 2.
+
+    Click's own format is three lines (usage, hint, error); the toolkit promises one line naming the problem.
+    """
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            value = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare group: its help, as click prints it
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            command = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            click.echo(f"error: {command}{exc.format_message()} (see --help)", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(value if isinstance(value, int) else 0)
+
+
 def echo(message: str = "") -> None:
     """Progress and results go to stdout."""
     click.echo(message)

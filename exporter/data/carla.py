@@ -68,7 +68,7 @@ def read_image(path: Path):
         with Image.open(path) as img:
             img.load()
             return img.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         raise UserError(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})") from None
 
 

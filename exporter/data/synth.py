@@ -1084,6 +1084,10 @@ def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int,
             mask_rgb[..., 0] = mask
             write_bytes_atomic(image_dir / f"{index:05d}.png", _png(image))
             write_bytes_atomic(mask_dir / f"{index:05d}.png", _png(mask_rgb))
+        for folder in (image_dir, mask_dir):  # frames of an earlier, larger data set in the same folder
+            for stale in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
+                if int(stale.stem) >= count:
+                    stale.unlink()
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise UserError(f"{out_dir}: cannot write: {reason}") from exc

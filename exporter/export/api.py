@@ -14,10 +14,10 @@ import numpy as np
 from exporter.classes import class_names
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet, select_calibration
-from exporter.export.manifest import artifact_entry, record_artifact
+from exporter.export.manifest import artifact_entry, load_manifest, record_artifact
 from exporter.export.modes import IOType, Quantization
 from exporter.export.validate import ValidationResult, compare_outputs, enforce_budget, run_artifact
-from exporter.fileio import atomic_path
+from exporter.fileio import atomic_path, sha256_file
 
 DEFAULT_CALIBRATION_SAMPLES = 256
 MIN_CALIBRATION_SAMPLES = 100
@@ -68,6 +68,7 @@ class ExportContext:
         self.model_path = Path(model_path)
         self.run_dir = self.model_path.parent
         self.model = load_keras_model(self.model_path)
+        self.model_sha256 = sha256_file(self.model_path)
         self.config = self._run_config()
         self.input_size = tuple(int(v) for v in self.model.input_shape[1:3])
         self.n_classes = int(self.model.output_shape[-1])
@@ -117,11 +118,11 @@ class ExportContext:
 
     def calibration(self, samples: int) -> CalibrationSet:
         """Class-balanced calibration frames from the training side of the split."""
-        if samples < MIN_CALIBRATION_SAMPLES:
-            self.log(f"warning: {samples} calibration samples is few (< {MIN_CALIBRATION_SAMPLES}); "
-                     "quantization ranges may be off")
         pool = self.calibration_pool
         chosen = select_calibration(pool.images, pool.masks, samples, self.seed)
+        if len(chosen) < MIN_CALIBRATION_SAMPLES:
+            self.log(f"warning: {len(chosen)} calibration frames is few (< {MIN_CALIBRATION_SAMPLES}"
+                     f"{'; the data has no more' if len(chosen) < samples else ''}); quantization ranges may be off")
         names = self.labels
         missing = ", ".join(names[c] for c in chosen.missing_classes) or "none"
         self.log(f"calibration: {len(chosen)} frames covering {len(chosen.classes_covered)}/"
@@ -145,7 +146,8 @@ class ExportContext:
         self.last_validation = (final.name, precision, result)
         enforce_budget(final.name, result, max_miou_drop, min_agreement)
         entry = artifact_entry(tmp, self.run_dir, fmt, precision, input_dtype, output, result.to_dict(),
-                               conversion_seconds=round(seconds, 3), **(extra or {}))
+                               conversion_seconds=round(seconds, 3), source_model_sha256=self.model_sha256,
+                               **(extra or {}))
         entry["path"] = _relative(final, self.run_dir)
         return ExportResult(final, fmt, precision, input_dtype, output, entry["size_bytes"], entry["sha256"],
                             seconds, result, notes), entry
@@ -177,9 +179,15 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def tflite_name(quantization: Quantization, io: IOType, argmax: bool) -> str:
-    """Default file name: unet_<precision>[_<io>io][_argmax].tflite."""
+def _precision_label(quantization: Quantization, float_head: bool) -> str:
+    return f"{quantization.value} with a float classifier head" if float_head else quantization.value
+
+
+def tflite_name(quantization: Quantization, io: IOType, argmax: bool, float_head: bool = False) -> str:
+    """Default file name: unet_<precision>[_floathead][_<io>io][_argmax].tflite."""
     parts = ["unet", quantization.value]
+    if float_head:
+        parts.append("floathead")
     if io is not IOType.FLOAT32:
         parts.append(f"{io.value}io")
     if argmax:
@@ -187,18 +195,24 @@ def tflite_name(quantization: Quantization, io: IOType, argmax: bool) -> str:
     return "_".join(parts) + ".tflite"
 
 
+def onnx_name(quantization: Quantization, float_head: bool = False) -> str:
+    """Default file name: unet_<precision>[_floathead].onnx."""
+    return f"unet_{quantization.value}{'_floathead' if float_head else ''}.onnx"
+
+
 def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, out: str | Path | None = None,
                   quantization: Quantization | str = Quantization.FP32, io: IOType | str = IOType.FLOAT32,
                   argmax: bool = False, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                   validation_samples: int = DEFAULT_VALIDATION_SAMPLES, max_miou_drop: float | None = None,
                   min_agreement: float | None = None, metadata: bool = True, seed: int = 0,
-                  log: Callable[[str], None] | None = print, context: ExportContext | None = None) -> ExportResult:
+                  log: Callable[[str], None] | None = print, context: ExportContext | None = None,
+                  float_head: bool = False) -> ExportResult:
     """Convert a run's model to TFLite, embed metadata, validate in LiteRT, gate, write atomically."""
     from exporter.export.tflite_export import DYNAMIC_NOTE, INT16X8_NOTE, convert_tflite, tflite_io
 
     quantization, io = Quantization(quantization), IOType(io)
     ctx = context or ExportContext(model_path, data_dir, validation_samples, seed, log)
-    final = _out_path(out, ctx.run_dir, tflite_name(quantization, io, argmax))
+    final = _out_path(out, ctx.run_dir, tflite_name(quantization, io, argmax, float_head))
     notes = list({Quantization.DYNAMIC: [DYNAMIC_NOTE], Quantization.INT16X8: [INT16X8_NOTE]}.get(quantization, []))
     if argmax:
         from exporter.export.tflite_metadata import ARGMAX_NOTE
@@ -206,9 +220,10 @@ def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, ou
         notes.append(f"for plain LiteRT apps; {ARGMAX_NOTE}")
     for note in notes:
         ctx.log(f"note: {note}")
+    load_manifest(ctx.run_dir)  # a broken manifest stops us before anything is converted or written
     calibration = ctx.calibration(calibration_samples) if quantization.needs_calibration else None
     started = time.perf_counter()
-    model_bytes = convert_tflite(ctx.model, quantization, io, argmax, calibration)
+    model_bytes = convert_tflite(ctx.model, quantization, io, argmax, calibration, float_head)
     seconds = time.perf_counter() - started
     input_dtype, output, input_quant = tflite_io(model_bytes)
     if metadata and input_dtype == "int8":
@@ -219,9 +234,10 @@ def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, ou
         from exporter.export.tflite_metadata import add_segmenter_metadata
 
         model_bytes = add_segmenter_metadata(
-            model_bytes, ctx.labels, name=final.stem, description=ctx.description(quantization.value, input_dtype, output),
+            model_bytes, ctx.labels, name=final.stem,
+            description=ctx.description(_precision_label(quantization, float_head), input_dtype, output),
             normalization=(0.0, 255.0) if input_dtype.startswith("float") else None)
-    extra = {"io": io.value, "argmax": argmax, "input_quantization": input_quant}
+    extra = {"io": io.value, "argmax": argmax, "float_head": float_head, "input_quantization": input_quant}
     if calibration is not None:
         extra["calibration"] = {"samples": len(calibration), "classes_in_data": len(calibration.classes_in_data),
                                 "classes_covered": len(calibration.classes_covered)}
@@ -238,7 +254,7 @@ def export_onnx(model_path: str | Path, data_dir: str | Path | None = None, out:
                 calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                 validation_samples: int = DEFAULT_VALIDATION_SAMPLES, max_miou_drop: float | None = None,
                 min_agreement: float | None = None, seed: int = 0, log: Callable[[str], None] | None = print,
-                context: ExportContext | None = None) -> ExportResult:
+                context: ExportContext | None = None, float_head: bool = False) -> ExportResult:
     """Convert a run's model to ONNX, validate in ONNX Runtime, gate, write atomically."""
     import onnx
 
@@ -247,13 +263,17 @@ def export_onnx(model_path: str | Path, data_dir: str | Path | None = None, out:
     quantization = Quantization(quantization)
     opset = opset or DEFAULT_OPSET
     ctx = context or ExportContext(model_path, data_dir, validation_samples, seed, log)
-    final = _out_path(out, ctx.run_dir, f"unet_{quantization.value}.onnx")
+    if float_head and quantization is not Quantization.INT8:
+        raise UserError(f"--float-head needs --quantize int8, not {quantization.value}")
+    final = _out_path(out, ctx.run_dir, onnx_name(quantization, float_head))
+    load_manifest(ctx.run_dir)
     calibration = ctx.calibration(calibration_samples) if quantization is Quantization.INT8 else None
     started = time.perf_counter()
     proto = convert_onnx(ctx.model, quantization, opset, calibration,
-                         onnx_metadata(ctx.labels, ctx.description(quantization.value, "float32", "logits")))
+                         onnx_metadata(ctx.labels, ctx.description(_precision_label(quantization, float_head),
+                                                                   "float32", "logits")), float_head=float_head)
     seconds = time.perf_counter() - started
-    extra = {"opset": opset}
+    extra = {"opset": opset, "float_head": float_head}
     with atomic_path(final, suffix=".onnx") as tmp:
         onnx.save(proto, tmp)
         result, entry = ctx.finish(tmp, final, "onnx", quantization.value, "onnxruntime", "float32", "logits",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from exporter.errors import UserError
-from exporter.fileio import sha256_file, write_json_atomic
+from exporter.fileio import read_json, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -16,13 +15,32 @@ def load_manifest(run_dir: str | Path) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         return {"artifacts": []}
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest.get("artifacts"), list):
-        raise UserError(f"{path}: no 'artifacts' list")
+    manifest = read_json(path, "manifest")
+    artifacts = manifest.get("artifacts")
+    if not isinstance(artifacts, list) or not all(isinstance(a, dict) and isinstance(a.get("path"), str)
+                                                  and isinstance(a.get("sha256"), str) for a in artifacts):
+        raise UserError(f"{path}: no 'artifacts' list of entries with a path and a sha256")
     return manifest
+
+
+def current_artifacts(run_dir: str | Path, warn=None) -> list[dict]:
+    """Manifest entries exported from the run's present model.keras; entries of an earlier model are left out.
+
+    A run retrained with ``--force`` keeps its old exports on disk: benchmarking them beside the new model's
+    reference outputs would report drift that is really the difference between two models.
+    """
+    run_dir = Path(run_dir)
+    model = run_dir / "model.keras"
+    model_sha = sha256_file(model) if model.is_file() else None
+    entries = []
+    for entry in load_manifest(run_dir)["artifacts"]:
+        source = entry.get("source_model_sha256")
+        if source is not None and model_sha is not None and source != model_sha:
+            if warn:
+                warn(f"{entry['path']}: left out, exported from an earlier model.keras (export it again)")
+            continue
+        entries.append(entry)
+    return entries
 
 
 def artifact_entry(path: Path, run_dir: Path, fmt: str, precision: str, input_dtype: str, output: str,

@@ -48,8 +48,12 @@ def onnx_metadata(labels: list[str], description: str) -> dict[str, str]:
 
 
 def convert_onnx(model, quantization: Quantization = Quantization.FP32, opset: int = DEFAULT_OPSET,
-                 calibration: CalibrationSet | None = None, metadata: dict[str, str] | None = None):
-    """Convert to an ``onnx.ModelProto`` in the requested precision; checked by ``onnx.checker``."""
+                 calibration: CalibrationSet | None = None, metadata: dict[str, str] | None = None,
+                 float_head: bool = False):
+    """Convert to an ``onnx.ModelProto`` in the requested precision; checked by ``onnx.checker``.
+
+    ``float_head`` (int8 only): the final 1×1 classifier conv is left out of quantization and runs in float.
+    """
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -70,13 +74,21 @@ def convert_onnx(model, quantization: Quantization = Quantization.FP32, opset: i
 
         proto = float16.convert_float_to_float16(proto, keep_io_types=True)
     elif quantization is Quantization.INT8:
-        proto = quantize_int8(proto, calibration)
+        proto = quantize_int8(proto, calibration, float_head)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     return proto
 
 
-def quantize_int8(proto, calibration: CalibrationSet):
+def head_conv(proto) -> str:
+    """Name of the graph's last Conv node: the 1×1 classifier head (tf2onnx keeps nodes in topological order)."""
+    convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
+    if not convs:
+        raise UserError("--float-head: the model has no convolution to keep in float")
+    return convs[-1]
+
+
+def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False):
     """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -91,5 +103,6 @@ def quantize_int8(proto, calibration: CalibrationSet):
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=[head_conv(onnx.load(pre))] if float_head else [],
         )
         return onnx.load(dst)

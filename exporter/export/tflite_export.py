@@ -32,16 +32,23 @@ def with_argmax(model):
 
 
 def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IOType = IOType.FLOAT32,
-                   argmax: bool = False, calibration: CalibrationSet | None = None) -> bytes:
-    """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer."""
+                   argmax: bool = False, calibration: CalibrationSet | None = None, float_head: bool = False) -> bytes:
+    """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer.
+
+    ``float_head`` (int8 only): every layer int8 except the final 1×1 classifier conv, which runs in float.
+    """
     import tensorflow as tf
 
     quantization, io = Quantization(quantization), IOType(io)
     if io is not IOType.FLOAT32 and quantization is not Quantization.INT8:
         raise UserError(f"--io {io.value} needs full-integer quantization (--quantize int8), not {quantization.value}")
+    if float_head and quantization is not Quantization.INT8:
+        raise UserError(f"--float-head needs --quantize int8, not {quantization.value}")
     if quantization.needs_calibration and calibration is None:
         raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
     source = with_argmax(model) if argmax else model
+    if float_head:
+        return _convert_int8_float_head(source, io, calibration)
     converter = tf.lite.TFLiteConverter.from_keras_model(source)
     if quantization is not Quantization.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -60,6 +67,47 @@ def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IO
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     with quiet():
         return converter.convert()
+
+
+def _head_tensors(model_bytes: bytes) -> list[str]:
+    """Output tensors of the last CONV_2D (the 1×1 classifier head) and of every op after it (an argmax)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    ops = interpreter._get_ops_details()
+    convs = [i for i, op in enumerate(ops) if op["op_name"] == "CONV_2D"]
+    if not convs:
+        raise UserError("--float-head: the model has no convolution to keep in float")
+    return [interpreter._get_tensor_details(t, 0)["name"] for op in ops[convs[-1]:] for t in op["outputs"]]
+
+
+def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) -> bytes:
+    """Int8 everywhere but the classifier head, via TensorFlow's selective quantization (denylisted node).
+
+    The head's int8 output is what costs accuracy: it holds all 23 logits of a pixel on one int8 scale
+    spanning their whole range (about -80..96 for the demo model, a step of 0.7), so close logits flip the
+    argmax. In float the head costs ~1/50 of the model's arithmetic.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python import util as tflite_util
+
+    import warnings
+
+    with quiet(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the debugger runs tf.lite.Interpreter internally
+        head = _head_tensors(tf.lite.TFLiteConverter.from_keras_model(source).convert())
+        converter = tf.lite.TFLiteConverter.from_keras_model(source)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = calibration.tflite_representative_dataset()
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # lets the head stay float
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=calibration.tflite_representative_dataset(),
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=head))
+        model_bytes = debugger.get_nondebug_quantized_model()
+        if io is not IOType.FLOAT32:  # the same rewrite the converter applies for inference_input_type
+            model_bytes = bytes(tflite_util.modify_model_io_type(
+                model_bytes, tf.uint8 if io is IOType.UINT8 else tf.int8, tf.float32))
+    return model_bytes
 
 
 def tflite_io(model_bytes: bytes) -> tuple[str, str, dict]:
