@@ -7,6 +7,7 @@ Each artifact is converted, written, validated in its runtime on held-out frames
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -14,15 +15,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.export.api import ExportContext, export_onnx, export_tflite  # noqa: E402
+from exporter.export.api import ExportContext, export_onnx, export_tflite, onnx_name, tflite_name  # noqa: E402
+from exporter.export.modes import IOType, Quantization  # noqa: E402
 
-MODES = [
-    ("tflite", "fp32", "float32", False), ("tflite", "fp16", "float32", False),
-    ("tflite", "dynamic", "float32", False), ("tflite", "int8", "float32", False),
-    ("tflite", "int8", "int8", False), ("tflite", "int8", "uint8", False),
-    ("tflite", "int16x8", "float32", False), ("tflite", "fp32", "float32", True),
-    ("tflite", "int8", "uint8", True),
-    ("onnx", "fp32", None, False), ("onnx", "fp16", None, False), ("onnx", "int8", None, False),
+MODES = [  # (format, quantization, io, argmax, float_head)
+    ("tflite", "fp32", "float32", False, False), ("tflite", "fp16", "float32", False, False),
+    ("tflite", "dynamic", "float32", False, False), ("tflite", "int8", "float32", False, False),
+    ("tflite", "int8", "int8", False, False), ("tflite", "int8", "uint8", False, False),
+    ("tflite", "int8", "float32", False, True), ("tflite", "int8", "uint8", False, True),
+    ("tflite", "int16x8", "float32", False, False), ("tflite", "fp32", "float32", True, False),
+    ("tflite", "int8", "uint8", True, False), ("tflite", "int8", "uint8", True, True),
+    ("onnx", "fp32", None, False, False), ("onnx", "fp16", None, False, False), ("onnx", "int8", None, False, False),
+    ("onnx", "int8", None, False, True),
 ]
 
 
@@ -30,21 +34,24 @@ def main() -> None:
     model, data = sys.argv[1], sys.argv[2]
     out_dir = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(model).parent / "export_table"
     out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ExportContext(model, data, validation_samples=48, log=None)
+    # Work on a copy of the run (model + config), so this table's artifacts land in out_dir's own manifest.
+    for name in ("model.keras", "config.json"):
+        if (Path(model).parent / name).exists():
+            shutil.copyfile(Path(model).parent / name, out_dir / name)
+    model = out_dir / "model.keras"
+    ctx = ExportContext(model, data, validation_samples=60, log=None)
     print("| artifact | size MB | convert s | validate s | agreement | mIoU | Keras mIoU | drop pt | max abs Δlogit |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for fmt, quantization, io, argmax in MODES:
+    for fmt, quantization, io, argmax, float_head in MODES:
         started = time.perf_counter()
         if fmt == "tflite":
-            from exporter.export.api import tflite_name
-            from exporter.export.modes import IOType, Quantization
-
-            name = tflite_name(Quantization(quantization), IOType(io), argmax)
+            name = tflite_name(Quantization(quantization), IOType(io), argmax, float_head)
             result = export_tflite(model, out=out_dir / name, quantization=quantization, io=io, argmax=argmax,
-                                   context=ctx)
+                                   float_head=float_head, context=ctx)
         else:
-            name = f"unet_{quantization}.onnx"
-            result = export_onnx(model, out=out_dir / name, quantization=quantization, context=ctx)
+            name = onnx_name(Quantization(quantization), float_head)
+            result = export_onnx(model, out=out_dir / name, quantization=quantization, float_head=float_head,
+                                 context=ctx)
         total = time.perf_counter() - started
         v = result.validation
         err = "-" if v.max_abs_error is None else f"{v.max_abs_error:.3f}"

@@ -273,3 +273,17 @@ def test_eval_file_refuses_pickles(tmp_path):
              reference_map=np.zeros(1), stems=np.zeros(1))
     with pytest.raises(UserError, match="not a valid evaluation file"):
         load_eval(path)
+
+
+def test_peak_rss_is_the_workers_own_not_its_parents():
+    """A worker started by a big process (the pipeline holds GBs) must report its own memory."""
+    code = textwrap.dedent("""
+        import subprocess, sys
+        import numpy as np
+        ballast = np.ones(100_000_000)  # 800 MB resident in the parent
+        ballast += 1
+        child = "from exporter.bench.worker import peak_rss_mb; print(peak_rss_mb())"
+        print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 5 < float(out) < 400

@@ -9,7 +9,7 @@ from importlib import metadata
 
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
                      "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "neon")
-RUNTIME_PACKAGES = {"keras": "tensorflow", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime",
+RUNTIME_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime",
                     "openvino": "openvino", "numpy": "numpy"}
 
 

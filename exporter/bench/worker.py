@@ -22,13 +22,31 @@ MARKER = "UNET_BENCH_RESULT "
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process, in MB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. ``ru_maxrss`` is
+    not used there: it keeps the parent's resident size from before exec (a worker started by a 4.6 GB
+    pipeline process reported 4.6 GB). Elsewhere ``ru_maxrss`` (macOS reports bytes, others KiB).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def _predict_all(runtime, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     return np.concatenate([runtime.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def _ran_as(info: dict) -> str | None:
+    """The precision the runtime ran; OpenVINO's hint covers only what is not already quantized."""
+    precision = info.get("precision")
+    return f"int8 + {precision}" if info.get("quantized_graph") and precision else precision
 
 
 def run(spec: dict) -> list[dict]:
@@ -94,7 +112,7 @@ def run(spec: dict) -> list[dict]:
             status="ok", reason=None, cold_start_ms=cold_start_ms, latency_ms=latency.to_dict(),
             latency_samples_ms=[round(s, 4) for s in samples],
             throughput_fps=row["batch_size"] * len(samples) / (sum(samples) / 1000.0),
-            accuracy=accuracy, providers=info.get("providers"), inference_precision=info.get("precision"),
+            accuracy=accuracy, providers=info.get("providers"), inference_precision=_ran_as(info),
             preview_maps=preview.name if preview else None,
         )
     peak = peak_rss_mb()

@@ -86,12 +86,13 @@ def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) ->
 
     The head's int8 output is what costs accuracy: it holds all 23 logits of a pixel on one int8 scale
     spanning their whole range (about -80..96 for the demo model, a step of 0.7), so close logits flip the
-    argmax. In float the head costs ~1/50 of the model's arithmetic.
+    argmax. The head is 0.4% of the model's arithmetic (18 of 5,020 MFLOP per 96×128 frame), so float
+    costs little.
     """
+    import warnings
+
     import tensorflow as tf
     from tensorflow.lite.python import util as tflite_util
-
-    import warnings
 
     with quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the debugger runs tf.lite.Interpreter internally
