@@ -122,6 +122,8 @@ def _promote(state: dict, run_dir: Path) -> None:
     """Make model.keras the committed best checkpoint and delete checkpoints the state no longer names."""
     import shutil
 
+    if not state.get("best_checkpoint"):  # a run started by 0.1 wrote model.keras directly
+        return
     checkpoints = run_dir / "checkpoint"
     best = checkpoints / str(state["best_checkpoint"])
     target = run_dir / "model.keras"
@@ -176,7 +178,7 @@ def train(
     from exporter.model import build_unet
 
     if state is not None:
-        last = checkpoints / str(state.get("last_checkpoint", ""))
+        last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
         try:
             model = keras.saving.load_model(last, compile=True, safe_mode=True)
         except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
