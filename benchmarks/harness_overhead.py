@@ -57,6 +57,8 @@ def bare_call(runtime_name: str, path, frame: np.ndarray, threads: int):
 
         interpreter = Interpreter(model_path=str(path), num_threads=threads)
         interpreter.allocate_tensors()
+        if interpreter.get_input_details()[0]["dtype"] != np.float32:
+            raise SystemExit(f"{path}: give a float-input model (the bare call feeds float frames)")
         inp, out = interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]
 
         def call():

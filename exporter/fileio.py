@@ -11,18 +11,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``final``; on success flush it to disk and rename it into place, on error delete it.
 
-    A folder that cannot be created or written is a ``UserError`` naming ``final`` (exit 2 at the CLI).
-    The file gets the usual permissions (0666 less the umask), not ``mkstemp``'s owner-only 0600.
+    A folder that cannot be created or written, or a write that fails (disk full), is a ``UserError``
+    naming ``final`` (exit 2 at the CLI). The file gets the usual permissions (0666 less the umask),
+    not ``mkstemp``'s owner-only 0600.
     """
     from exporter.errors import UserError
 
@@ -39,10 +43,16 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, final)
+    except OSError as exc:
+        other = f": {exc.filename}" if exc.filename and str(exc.filename) != str(tmp_path) else ""
+        raise UserError(f"{final}: cannot write ({exc.strerror or exc}{other})") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.export.manifest import load_manifest
+from exporter.export.manifest import current_artifacts
 from exporter.fileio import read_json, write_text_atomic
 
 MOBILE_PREFERENCE = ("unet_int8_floathead_uint8io_argmax.tflite", "unet_int8_uint8io_argmax.tflite",
@@ -62,7 +62,7 @@ def write_report(run_dir: Path, options, stage_seconds: dict[str, float], state:
     run_dir = Path(run_dir)
     bench = load_bench(run_dir / "bench" / "bench.json")
     config = read_json(run_dir / "config.json", "run config")
-    manifest = load_manifest(run_dir)
+    manifest = {"artifacts": current_artifacts(run_dir)}
     evaldata = load_eval(run_dir / "eval.npz")
     plots = write_plots(bench, run_dir / "plots", config["class_names"], evaldata.images, evaldata.labels,
                         evaldata.reference_map, maps_root=run_dir / "bench")

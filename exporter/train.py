@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -118,21 +119,56 @@ def save_keras_atomic(model, path: Path) -> None:
         model.save(tmp)
 
 
+CHECKPOINT_NAME = re.compile(r"^(epoch_\d{4}|last)\.keras$")
+# Temp files of atomic writes (fileio.atomic_path: ".NAME.random...") that a kill can leave behind.
+TEMP_PREFIXES = (".epoch_", ".last.keras.", ".state.json.", ".model.keras.", ".config.json.", ".history.csv.",
+                 ".training_curves.png.")
+
+
 def _promote(state: dict, run_dir: Path) -> None:
-    """Make model.keras the committed best checkpoint and delete checkpoints the state no longer names."""
+    """Make model.keras the committed best checkpoint; delete checkpoints the state no longer names.
+
+    Also removes temp files a killed save left behind. Runs in the training process only.
+    """
     import shutil
 
-    if not state.get("best_checkpoint"):  # a run started by 0.1 wrote model.keras directly
-        return
     checkpoints = run_dir / "checkpoint"
-    best = checkpoints / str(state["best_checkpoint"])
-    target = run_dir / "model.keras"
-    if not target.exists() or sha256_file(target) != sha256_file(best):
-        with atomic_path(target, suffix=".keras") as tmp:
-            shutil.copyfile(best, tmp)
-    keep = {state["best_checkpoint"], state["last_checkpoint"], "state.json"}
+    best_name = state.get("best_checkpoint")  # None: a run started by 0.1, which wrote model.keras directly
+    try:
+        if best_name:
+            best, target = checkpoints / best_name, run_dir / "model.keras"
+            if not target.exists() or sha256_file(target) != sha256_file(best):
+                with atomic_path(target, suffix=".keras") as tmp:
+                    shutil.copyfile(best, tmp)
+        keep = {best_name, state.get("last_checkpoint")}
+        for path in [*checkpoints.iterdir(), *run_dir.glob(".*")]:
+            stale = CHECKPOINT_NAME.match(path.name) and path.name not in keep
+            if (stale or path.name.startswith(TEMP_PREFIXES)) and path.is_file():
+                path.unlink()
+    except OSError as exc:
+        raise UserError(f"{checkpoints}: cannot bring the run in line with its checkpoints "
+                        f"({exc.strerror or exc})") from None
+
+
+def _sync(state: dict, run_dir: Path, run_config: dict) -> None:
+    """After a commit (state.json): config.json, model.keras, history.csv and the curves follow it."""
+    write_json_atomic(run_dir / "config.json", run_config)
+    _promote(state, run_dir)
+    write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
+    if state["history"]:
+        plot_curves(state["history"], run_dir / "training_curves.png")
+
+
+def _forget_previous_run(checkpoints: Path) -> None:
+    """--force: the old run's commit point and checkpoints go before the new run saves its first epoch.
+
+    Otherwise the old state.json could name a checkpoint file that the new run overwrites, and a resume
+    after a kill would mix the two runs. The old model.keras stays until the new run's first commit.
+    """
+    if not checkpoints.is_dir():
+        return
     for path in checkpoints.iterdir():
-        if path.name not in keep and not path.name.startswith("."):
+        if path.name == "state.json" or CHECKPOINT_NAME.match(path.name):
             path.unlink()
 
 
@@ -183,7 +219,6 @@ def train(
             model = keras.saving.load_model(last, compile=True, safe_mode=True)
         except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
             raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
-        _promote(state, run_dir)  # a kill between the commit and the promotion of the last epoch is healed here
         log(f"resuming {run_dir} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
     else:
         keras.utils.set_random_seed(config.seed)
@@ -200,6 +235,10 @@ def train(
         "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
         "parameters": int(model.count_params()), "val_stems": val_frames.stems,
     }
+    if state["epoch"]:
+        _sync(state, run_dir, run_config)  # a kill between the last commit and its sync is healed here
+    elif overwrite:
+        _forget_previous_run(checkpoints)
     log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
         f"{model.count_params():,} parameters")
 
@@ -216,8 +255,9 @@ def train(
             f"{row['val_pixel_accuracy']:.4f}  val mIoU {row['val_miou']:.4f}  "
             f"({row['images_per_second']:.1f} img/s)")
         # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
-        # (the commit point); only after it are model.keras, config.json and history.csv brought in line.
-        # A kill at any moment leaves either the previous epoch's consistent set or this one's.
+        # (the commit point); only after it are config.json, model.keras and history.csv brought in line.
+        # A kill before the commit leaves the previous epoch's state; a kill after it, before the sync
+        # ends, leaves model.keras at the previous best (a whole, loadable file) until --resume syncs it.
         name = f"epoch_{epoch + 1:04d}.keras"
         save_keras_atomic(model, checkpoints / name)
         state = {**state, "history": [*state["history"], row], "epoch": epoch + 1, "last_checkpoint": name}
@@ -225,10 +265,7 @@ def train(
             state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
                          best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
         write_json_atomic(state_path, state)
-        write_json_atomic(run_dir / "config.json", run_config)
-        _promote(state, run_dir)
-        write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
-        plot_curves(state["history"], run_dir / "training_curves.png")
+        _sync(state, run_dir, run_config)
 
     history = state["history"]
     return TrainResult(

@@ -50,10 +50,13 @@ def load_eval(path: str | Path) -> EvalData:
         raise UserError(f"{path}: evaluation frames not found") from None
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a valid evaluation file ({exc.__class__.__name__}: {exc})"[:300]) from None
-    if data.labels.ndim != 3 or data.reference_logits.ndim != 4 or len(data.labels) == 0:
+    if data.labels.ndim != 3 or data.reference_logits.ndim != 4 or data.stems.ndim != 1 or len(data.labels) == 0 \
+            or data.reference_logits.shape[-1] < 2:
         raise UserError(f"{path}: evaluation arrays have the wrong number of dimensions")
     n, h, w = data.labels.shape
     if data.images.shape != (n, h, w, 3) or data.reference_map.shape != (n, h, w) or \
             data.reference_logits.shape[:3] != (n, h, w) or len(data.stems) != n:
         raise UserError(f"{path}: evaluation arrays disagree in shape")
+    if data.labels.dtype != np.uint8 or int(data.labels.max()) >= data.n_classes:
+        raise UserError(f"{path}: labels are not class ids below {data.n_classes}")
     return data

@@ -272,6 +272,8 @@ def load_bench(path: str | os.PathLike) -> dict:
         raise bad("no 'environment' object")
     if not isinstance(bench.get("results"), list):
         raise bad("no 'results' list")
+    if not isinstance(bench.get("reference", {}), dict):
+        raise bad("'reference' is not an object")
     for i, row in enumerate(bench["results"]):
         if not isinstance(row, dict) or "artifact" not in row or "status" not in row:
             raise bad(f"results[{i}] is not a result row with 'artifact' and 'status'")

@@ -63,6 +63,7 @@ def run_bench(target: BenchTarget, work_dir: str | Path, runtimes: list[str] | N
 
     progress = progress or (lambda message: None)
     work_dir = Path(work_dir)
+    reference = reference_scores(target.eval_path)  # also checks the frames before minutes of measuring
     results: list[dict] = []
     jobs = [(a, r, d, t) for a, r in plan(target, runtimes) for d in devices for t in threads]
     for number, (artifact, runtime, device, n_threads) in enumerate(jobs, 1):
@@ -95,8 +96,7 @@ def run_bench(target: BenchTarget, work_dir: str | Path, runtimes: list[str] | N
                      f"agreement {acc.get('agreement_vs_reference', float('nan')):.4f}")
         else:
             progress(f"{where}: {first['status']} ({first['reason']})")
-    return {"environment": describe(label), "labels": target.labels, "reference": reference_scores(target.eval_path),
-            "results": results}
+    return {"environment": describe(label), "labels": target.labels, "reference": reference, "results": results}
 
 
 def reference_scores(eval_path: Path) -> dict:

@@ -143,9 +143,10 @@ def _budget_options(func):
 
 def _export(kind: str, model_path, data_dir, validation_samples, seed, **kwargs) -> None:
     from exporter.errors import CheckFailed
-    from exporter.export.api import ExportContext, export_onnx, export_tflite
+    from exporter.export.api import ExportContext, check_float_head, export_onnx, export_tflite
     from exporter.export.validate import format_table
 
+    check_float_head(kwargs["quantization"], kwargs.get("float_head", False))
     ctx = ExportContext(model_path, data_dir, validation_samples, seed, log=echo)
     export = export_tflite if kind == "tflite" else export_onnx
     try:

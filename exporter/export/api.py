@@ -179,6 +179,12 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
+def check_float_head(quantization: Quantization | str, float_head: bool) -> None:
+    """--float-head only makes sense for int8 (checked before any slow work)."""
+    if float_head and Quantization(quantization) is not Quantization.INT8:
+        raise UserError(f"--float-head needs --quantize int8, not {Quantization(quantization).value}")
+
+
 def _precision_label(quantization: Quantization, float_head: bool) -> str:
     return f"{quantization.value} with a float classifier head" if float_head else quantization.value
 
@@ -211,6 +217,7 @@ def export_tflite(model_path: str | Path, data_dir: str | Path | None = None, ou
     from exporter.export.tflite_export import DYNAMIC_NOTE, INT16X8_NOTE, convert_tflite, tflite_io
 
     quantization, io = Quantization(quantization), IOType(io)
+    check_float_head(quantization, float_head)
     ctx = context or ExportContext(model_path, data_dir, validation_samples, seed, log)
     final = _out_path(out, ctx.run_dir, tflite_name(quantization, io, argmax, float_head))
     notes = list({Quantization.DYNAMIC: [DYNAMIC_NOTE], Quantization.INT16X8: [INT16X8_NOTE]}.get(quantization, []))
@@ -261,10 +268,9 @@ def export_onnx(model_path: str | Path, data_dir: str | Path | None = None, out:
     from exporter.export.onnx_export import DEFAULT_OPSET, convert_onnx, onnx_metadata
 
     quantization = Quantization(quantization)
+    check_float_head(quantization, float_head)
     opset = opset or DEFAULT_OPSET
     ctx = context or ExportContext(model_path, data_dir, validation_samples, seed, log)
-    if float_head and quantization is not Quantization.INT8:
-        raise UserError(f"--float-head needs --quantize int8, not {quantization.value}")
     final = _out_path(out, ctx.run_dir, onnx_name(quantization, float_head))
     load_manifest(ctx.run_dir)
     calibration = ctx.calibration(calibration_samples) if quantization is Quantization.INT8 else None

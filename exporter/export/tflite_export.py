@@ -81,6 +81,18 @@ def _head_tensors(model_bytes: bytes) -> list[str]:
     return [interpreter._get_tensor_details(t, 0)["name"] for op in ops[convs[-1]:] for t in op["outputs"]]
 
 
+def _check_float_head(model_bytes: bytes) -> None:
+    """The last CONV_2D must compute in float and every earlier one in int8, or the file is not what it says."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    dtypes = [interpreter._get_tensor_details(op["outputs"][0], 0)["dtype"].__name__
+              for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    if not dtypes or dtypes[-1] != "float32" or set(dtypes[:-1]) - {"int8"}:
+        raise UserError(f"--float-head: selective quantization gave conv outputs {dtypes[-3:]}… "
+                        "instead of an int8 body and a float head")
+
+
 def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) -> bytes:
     """Int8 everywhere but the classifier head, via TensorFlow's selective quantization (denylisted node).
 
@@ -105,6 +117,7 @@ def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) ->
             converter=converter, debug_dataset=calibration.tflite_representative_dataset(),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=head))
         model_bytes = debugger.get_nondebug_quantized_model()
+        _check_float_head(model_bytes)  # a denylisted name that matched nothing would pass silently
         if io is not IOType.FLOAT32:  # the same rewrite the converter applies for inference_input_type
             model_bytes = bytes(tflite_util.modify_model_io_type(
                 model_bytes, tf.uint8 if io is IOType.UINT8 else tf.int8, tf.float32))
