@@ -63,15 +63,14 @@ def check_writable(final: str | os.PathLike) -> Path:
     from exporter.errors import UserError
 
     final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{final.parent}: cannot create output folder ({exc.strerror or exc})") from None
     if final.is_dir():
         raise UserError(f"{final}: is a folder; give a file name")
-    folder = final.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{final}: cannot create its folder ({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{final}: folder {folder} is not writable")
+    if not os.access(final.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{final.parent}: output folder is not writable")
     return final
 
 

@@ -125,9 +125,10 @@ TEMP_PREFIXES = (".epoch_", ".last.keras.", ".state.json.", ".model.keras.", ".c
                  ".training_curves.png.")
 
 
-def _promote(state: dict, run_dir: Path) -> None:
+def _promote(state: dict, run_dir: Path, heal: bool) -> None:
     """Make model.keras the committed best checkpoint; delete checkpoints the state no longer names.
 
+    After an epoch only a new best is copied; ``heal`` (on resume, after a possible kill) compares the files.
     Also removes temp files a killed save left behind. Runs in the training process only.
     """
     import shutil
@@ -137,7 +138,8 @@ def _promote(state: dict, run_dir: Path) -> None:
     try:
         if best_name:
             best, target = checkpoints / best_name, run_dir / "model.keras"
-            if not target.exists() or sha256_file(target) != sha256_file(best):
+            new_best = best_name == state.get("last_checkpoint")  # this epoch's checkpoint is the best
+            if not target.exists() or (sha256_file(target) != sha256_file(best) if heal else new_best):
                 with atomic_path(target, suffix=".keras") as tmp:
                     shutil.copyfile(best, tmp)
         keep = {best_name, state.get("last_checkpoint")}
@@ -150,10 +152,10 @@ def _promote(state: dict, run_dir: Path) -> None:
                         f"({exc.strerror or exc})") from None
 
 
-def _sync(state: dict, run_dir: Path, run_config: dict) -> None:
+def _sync(state: dict, run_dir: Path, run_config: dict, heal: bool = False) -> None:
     """After a commit (state.json): config.json, model.keras, history.csv and the curves follow it."""
     write_json_atomic(run_dir / "config.json", run_config)
-    _promote(state, run_dir)
+    _promote(state, run_dir, heal)
     write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
     if state["history"]:
         plot_curves(state["history"], run_dir / "training_curves.png")
@@ -236,7 +238,7 @@ def train(
         "parameters": int(model.count_params()), "val_stems": val_frames.stems,
     }
     if state["epoch"]:
-        _sync(state, run_dir, run_config)  # a kill between the last commit and its sync is healed here
+        _sync(state, run_dir, run_config, heal=True)  # a kill between the last commit and its sync is healed here
     elif overwrite:
         _forget_previous_run(checkpoints)
     log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "

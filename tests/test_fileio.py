@@ -31,7 +31,7 @@ def test_unwritable_destination_is_a_user_error_naming_it(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UserError, match=r"file/out.json: cannot write"):
         write_text_atomic(blocker / "out.json", "{}")
-    with pytest.raises(UserError, match="cannot create its folder"):
+    with pytest.raises(UserError, match="cannot create output folder"):
         check_writable(blocker / "out.json")
     with pytest.raises(UserError, match="is a folder"):
         check_writable(tmp_path)

@@ -17,7 +17,7 @@ from exporter.export.calibration import CalibrationSet, select_calibration
 from exporter.export.manifest import artifact_entry, load_manifest, record_artifact
 from exporter.export.modes import IOType, Quantization
 from exporter.export.validate import ValidationResult, compare_outputs, enforce_budget, run_artifact
-from exporter.fileio import atomic_path, sha256_file
+from exporter.fileio import atomic_path, check_writable, sha256_file
 
 DEFAULT_CALIBRATION_SAMPLES = 256
 MIN_CALIBRATION_SAMPLES = 100
@@ -161,22 +161,7 @@ def _relative(path: Path, run_dir: Path) -> str:
 
 
 def _out_path(out: str | Path | None, default_dir: Path, default_name: str) -> Path:
-    path = Path(out) if out else default_dir / default_name
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{path.parent}: cannot create output folder ({exc.strerror or exc})") from None
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder; give a file name")
-    if not path.parent.is_dir() or not _writable(path.parent):
-        raise UserError(f"{path.parent}: output folder is not writable")
-    return path
-
-
-def _writable(folder: Path) -> bool:
-    import os
-
-    return os.access(folder, os.W_OK | os.X_OK)
+    return check_writable(Path(out) if out else default_dir / default_name)
 
 
 def check_float_head(quantization: Quantization | str, float_head: bool) -> None:

@@ -69,25 +69,28 @@ def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IO
         return converter.convert()
 
 
-def _head_tensors(model_bytes: bytes) -> list[str]:
-    """Output tensors of the last CONV_2D (the 1×1 classifier head) and of every op after it (an argmax)."""
+def _op_outputs(model_bytes: bytes) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(op name, [(output tensor name, dtype name), …]) for each op of a .tflite, in execution order."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=model_bytes)
-    ops = interpreter._get_ops_details()
-    convs = [i for i, op in enumerate(ops) if op["op_name"] == "CONV_2D"]
+    tensor = interpreter._get_tensor_details
+    return [(op["op_name"], [(tensor(t, 0)["name"], tensor(t, 0)["dtype"].__name__) for t in op["outputs"]])
+            for op in interpreter._get_ops_details()]
+
+
+def _head_tensors(model_bytes: bytes) -> list[str]:
+    """Output tensors of the last CONV_2D (the 1×1 classifier head) and of every op after it (an argmax)."""
+    ops = _op_outputs(model_bytes)
+    convs = [i for i, (name, _) in enumerate(ops) if name == "CONV_2D"]
     if not convs:
         raise UserError("--float-head: the model has no convolution to keep in float")
-    return [interpreter._get_tensor_details(t, 0)["name"] for op in ops[convs[-1]:] for t in op["outputs"]]
+    return [tensor for _, outputs in ops[convs[-1]:] for tensor, _ in outputs]
 
 
 def _check_float_head(model_bytes: bytes) -> None:
     """The last CONV_2D must compute in float and every earlier one in int8, or the file is not what it says."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=model_bytes)
-    dtypes = [interpreter._get_tensor_details(op["outputs"][0], 0)["dtype"].__name__
-              for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    dtypes = [outputs[0][1] for name, outputs in _op_outputs(model_bytes) if name == "CONV_2D"]
     if not dtypes or dtypes[-1] != "float32" or set(dtypes[:-1]) - {"int8"}:
         raise UserError(f"--float-head: selective quantization gave conv outputs {dtypes[-3:]}… "
                         "instead of an int8 body and a float head")
