@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test demo lint clean
+.PHONY: setup test test-avx2 demo lint clean
 
 setup: $(STAMP)
 
@@ -16,6 +16,13 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite on an emulated AVX2/FMA-only CPU (AMD Zen 3, no AVX-512, no VNNI), whatever this machine has:
+# qemu-user's CPUID is what TensorFlow, LiteRT, ONNX Runtime and OpenVINO dispatch their kernels on.
+# Needs qemu-user (apt-get install qemu-user); ~13 min on 2 cores. Child processes run natively.
+test-avx2: $(STAMP)
+	@command -v qemu-x86_64 >/dev/null || { echo "test-avx2 needs qemu-user: apt-get install qemu-user" >&2; exit 2; }
+	qemu-x86_64 -cpu EPYC-Milan $(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
 	$(BIN)/unet-export pipeline --out artifacts/demo

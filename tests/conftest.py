@@ -15,6 +15,24 @@ sys.path.insert(0, str(Path(__file__).parent))
 TINY_SIZE = (32, 32)
 TINY_CLASSES = 23
 
+# Two fp32 implementations of one model (Keras vs LiteRT, ONNX Runtime, OpenVINO) sum each conv's K products
+# in different orders and vector widths (AVX-512 vs AVX2), so they differ by a few units in the last place of
+# the largest values, not by a fixed absolute amount: measured 6.1e-5 on AVX-512 and 1.07e-4 on AVX2 for
+# logits up to ~240, i.e. 2-4 eps of the largest logit. The bound is 64 eps relative to the largest
+# reference logit: ~20x the worst seen, yet ~8x below what fp16 weights would cause (2^-11 relative).
+FP32_RELATIVE_TOLERANCE = 64 * float(np.finfo(np.float32).eps)
+
+
+def fp32_tolerance(reference: np.ndarray) -> float:
+    """Largest |Δlogit| an fp32 artifact may show against fp32 reference logits, on any CPU."""
+    return FP32_RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(reference))))
+
+
+def top2_margin(logits: np.ndarray) -> np.ndarray:
+    """Gap between the largest and second-largest logit of each pixel: how far it is from an argmax tie."""
+    top2 = np.sort(logits, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
 
 def write_carla(folder: Path, images: np.ndarray, masks: np.ndarray, gb_noise: bool = False,
                 seed: int = 0) -> Path:

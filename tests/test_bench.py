@@ -287,3 +287,24 @@ def test_peak_rss_is_the_workers_own_not_its_parents():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 5 < float(out) < 400
+
+
+def test_int8_dot_product_follows_cpuid_not_an_emulators_cpuinfo(monkeypatch):
+    """The label the int8 bounds and bench environments rely on, for each CPU kind (CPUID faked: one machine)."""
+    from exporter.bench import environment
+
+    def cpu(features: dict, cpuinfo_flags: list[str]) -> str:
+        monkeypatch.setattr(environment, "cpu_features", lambda: features)
+        monkeypatch.setattr(environment, "_cpuinfo", lambda every_flag=False: ("cpu", cpuinfo_flags))
+        return environment.int8_dot_product()
+
+    zen4 = {"SSSE3": True, "AVX2": True, "AVX512F": True, "AVX512VNNI": True}
+    zen3 = {"SSSE3": True, "AVX2": True}
+    assert cpu(zen4, ["avx2", "avx512f", "avx512_vnni"]) == "vnni"
+    assert cpu(zen3, ["avx2", "fma"]) == "vpmaddubsw"
+    assert cpu(zen3, ["avx2", "avx512f", "avx_vnni"]) == "vpmaddubsw"  # qemu -cpu EPYC-Milan on a Zen 4 host
+    assert cpu(zen3, ["avx2", "avx_vnni"]) == "vnni"  # AVX-VNNI without AVX-512 (numpy has no key for it)
+    assert cpu({"ASIMD": True, "ASIMDDP": True}, ["asimd", "asimddp"]) == "dotprod"
+    assert cpu({}, []) == "unknown"
+    monkeypatch.undo()
+    assert environment.describe()["int8_dot_product"] in ("vnni", "vpmaddubsw", "dotprod", "neon", "unknown")

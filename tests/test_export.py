@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import fp32_tolerance
 from exporter.cli.main import cli
 from exporter.errors import CheckFailed, UserError
 from exporter.export.api import ExportContext, export_onnx, export_tflite
@@ -52,8 +53,9 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
         assert len(outp["shape"]) == 3 and result.output == "class_map" and v.max_abs_error is None
     else:
         assert outp["shape"][-1] == 23 and v.max_abs_error is not None
-    if quantization == "fp32" and not argmax:
-        assert v.pixel_agreement == 1.0 and v.max_abs_error < 1e-4
+    if quantization == "fp32" and not argmax:  # the same function in another summation order: see conftest
+        # (an argmax can then flip only where the top two logits are within 2 × that bound: a tie)
+        assert v.max_abs_error <= fp32_tolerance(ctx.reference_logits), v
     manifest = json.loads((ctx.run_dir / "manifest.json").read_text())
     entry = next(a for a in manifest["artifacts"] if a["path"].endswith(out.name))
     assert entry["precision"] == quantization and entry["format"] == "tflite"
