@@ -21,7 +21,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.bench.harness import Latency, time_calls  # noqa: E402
+from exporter.bench.harness import time_calls  # noqa: E402
+from exporter.contracts.bench_json import Latency  # noqa: E402
 from exporter.runtimes import get_runtime  # noqa: E402
 
 RUNS, ROUNDS = 40, 5

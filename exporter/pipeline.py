@@ -131,8 +131,8 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
                  log: Callable[[str], None] | None = print, verbose: int = 2) -> PipelineResult:
     """Run every stage (skipping those already done with the same options); write RUN_DIR/report.md."""
     from exporter.bench.pack import open_run_dir
-    from exporter.bench.report import write_reports
-    from exporter.bench.runner import run_bench
+    from exporter.bench.runner import BenchSettings, run_bench
+    from exporter.bench.tables import write_reports
     from exporter.export.api import ExportContext, export_onnx, export_tflite
     from exporter.packing import build_pack
     from exporter.train import TrainConfig, train
@@ -224,9 +224,11 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
         started = time.perf_counter()
         import os
 
-        bench = run_bench(open_run_dir(run_dir), run_dir / "bench", options.runtimes, tuple(options.devices),
-                          (options.threads or os.cpu_count(),), tuple(options.batch_sizes),
-                          min_runs=options.min_runs, min_seconds=options.min_seconds, progress=log)
+        settings = BenchSettings(runtimes=tuple(options.runtimes) if options.runtimes else None,
+                                 devices=tuple(options.devices), threads=(options.threads or os.cpu_count(),),
+                                 batch_sizes=tuple(options.batch_sizes), min_runs=options.min_runs,
+                                 min_seconds=options.min_seconds)
+        bench = run_bench(open_run_dir(run_dir), run_dir / "bench", settings, progress=log)
         write_reports(bench, bench_json, run_dir / "bench" / "bench.csv", run_dir / "bench" / "bench.md")
         stages.record("bench", bench_key, started)
 

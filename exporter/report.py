@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exporter.contracts.bench_json import BenchResult
 from exporter.export.manifest import current_artifacts
 from exporter.fileio import read_json, write_text_atomic
 
@@ -16,27 +17,26 @@ def _fmt(value, spec=".4f", missing="-"):
     return missing if value is None else format(value, spec)
 
 
-def comparison_rows(bench: dict, max_miou_drop: float, min_agreement: float) -> list[dict]:
+def comparison_rows(bench: BenchResult, max_miou_drop: float, min_agreement: float) -> list[dict]:
     """Ok CPU rows at the smallest batch, with mIoU drop vs the Keras row and the budget verdict."""
-    rows = [r for r in bench["results"] if r["status"] == "ok" and r["device"] == "cpu"]
+    rows = [r for r in bench.rows if r.ok and r.device == "cpu" and r.p50 is not None]
     if not rows:
         return []
-    batch = min(r["batch_size"] for r in rows)
-    rows = [r for r in rows if r["batch_size"] == batch]
-    reference = next((r for r in rows if r["format"] == "keras"), None)
+    batch = min(r.batch_size or 1 for r in rows)
+    rows = [r for r in rows if (r.batch_size or 1) == batch]
+    reference = next((r for r in rows if r.format == "keras"), None)
     # Without a Keras row (a device without TensorFlow), drift is measured from the stored reference outputs.
-    ref_miou = reference["accuracy"]["miou"] if reference else (bench.get("reference") or {}).get("miou")
+    ref_miou = reference.score("miou") if reference else bench.reference_miou
     table = []
     for r in rows:
-        acc = r["accuracy"] or {}
-        drop = None if ref_miou is None else 100.0 * (ref_miou - acc["miou"])
-        agreement = acc.get("agreement_vs_reference")
+        miou = r.score("miou")
+        drop = None if ref_miou is None or miou is None else 100.0 * (ref_miou - miou)
+        agreement = r.score("agreement_vs_reference")
         within = drop is not None and drop <= max_miou_drop and agreement is not None and agreement >= min_agreement
-        table.append({"artifact": r["artifact"], "runtime": r["runtime"], "precision": r["precision"],
-                      "size_mb": (r.get("size_bytes") or 0) / 1e6, "p50": r["latency_ms"]["p50"],
-                      "p90": r["latency_ms"]["p90"], "fps": r["throughput_fps"], "miou": acc.get("miou"),
-                      "drop": drop, "agreement": agreement, "within": within,
-                      "precision_ran": r.get("inference_precision")})
+        table.append({"artifact": r.artifact, "runtime": r.runtime, "precision": r.precision,
+                      "size_mb": (r.size_bytes or 0) / 1e6, "p50": r.p50, "p90": r.stat("p90"),
+                      "fps": r.throughput_fps, "miou": miou, "drop": drop, "agreement": agreement,
+                      "within": within, "precision_ran": r.inference_precision})
     return sorted(table, key=lambda row: row["p50"])
 
 
@@ -57,7 +57,7 @@ def write_report(run_dir: Path, options, stage_seconds: dict[str, float], state:
     """Write report.md (and its plots under RUN_DIR/plots) from the run folder's files."""
     from exporter.bench.evaldata import load_eval
     from exporter.bench.plots import write_plots
-    from exporter.bench.report import load_bench
+    from exporter.contracts.bench_json import load_bench
 
     run_dir = Path(run_dir)
     bench = load_bench(run_dir / "bench" / "bench.json")
@@ -97,10 +97,10 @@ def write_report(run_dir: Path, options, stage_seconds: dict[str, float], state:
         lines.append(f"| {r['artifact']} | {r['runtime']} | {r['size_mb']:.2f} | {r['p50']:.2f} | {r['p90']:.2f} | "
                      f"{r['fps']:.1f} | {_fmt(r['miou'])} | {_fmt(r['drop'], '.2f')} | {_fmt(r['agreement'])} | "
                      f"{r['precision_ran'] or '-'} | {'✓' if r['within'] else ('ref' if r['runtime'] == 'keras' else '✗')} |")
-    others = [r for r in bench["results"] if r["status"] != "ok"]
+    others = [r for r in bench.rows if not r.ok]
     if others:
         lines += ["", "Not measured:", ""]
-        lines += [f"- {r['artifact']} on {r['runtime']}/{r['device']}: {r['status']} ({r['reason']})" for r in others]
+        lines += [f"- {r.artifact} on {r.runtime}/{r.device}: {r.status} ({r.reason})" for r in others]
     lines.append("")
 
     lines += ["## Export validation (held-out frames, vs Keras, right after writing)", "",
@@ -144,7 +144,7 @@ def write_report(run_dir: Path, options, stage_seconds: dict[str, float], state:
         title = next((t for k, t in titles.items() if k in Path(path).stem), Path(path).stem)
         lines += [f"### {title}", "", f"![{title}](plots/{Path(path).name})", ""]
 
-    env = bench["environment"]
+    env = bench.environment
     lines += ["## Environment", "", f"- CPU: {env.get('cpu')} ({env.get('cores')} cores; flags: "
               f"{', '.join(env.get('cpu_flags', [])) or '-'})", f"- OS: {env.get('os')}, Python {env.get('python')}",
               "- Runtimes: " + ", ".join(f"{k} {v}" for k, v in env.get("runtime_versions", {}).items()),

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exporter.bench.harness import Latency, time_calls
+from exporter.bench.harness import time_calls
 from exporter.bench.pack import open_pack
 from exporter.cli.bench import cli as bench_cli
+from exporter.contracts.bench_json import Latency
 from exporter.errors import UserError
 
 FAST = ["--min-runs", "3", "--min-seconds", "0", "--warmup", "1"]
@@ -231,7 +232,7 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 def test_bench_modules_do_not_import_frameworks_at_module_level():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
             "import exporter.cli.bench, exporter.bench.runner, exporter.bench.worker, exporter.bench.pack, "
-            "exporter.bench.report, exporter.bench.compare, exporter.bench.plots, exporter.runtimes, exporter.metrics; "
+            "exporter.bench.tables, exporter.bench.compare, exporter.bench.plots, exporter.runtimes, exporter.metrics; "
             "heavy = {'onnxruntime', 'openvino', 'ai_edge_litert', 'PIL', 'matplotlib'} & set(sys.modules); "
             "print(sorted(heavy))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

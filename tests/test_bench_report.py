@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from exporter.bench import compare as compare_mod
-from exporter.bench import plots, report
+from exporter.bench import plots, tables
 from exporter.classes import class_names
+from exporter.contracts.bench_json import BenchResult, load_bench
 from exporter.errors import UserError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,11 +92,19 @@ def bench() -> dict:
     return {"environment": environment, "results": results}
 
 
+def _result(bench: dict) -> BenchResult:
+    return BenchResult.from_dict(bench)
+
+
+def _rows(bench: dict) -> list:
+    return list(_result(bench).rows)
+
+
 # ---------------------------------------------------------------- report
 
 
 def test_terminal_table_one_line_per_row_with_reasons(bench):
-    table = report.terminal_table(bench["results"])
+    table = tables.terminal_table(_rows(bench))
     lines = table.splitlines()
     assert len(lines) == 2 + len(bench["results"])  # header, rule, one line per row
     assert lines[0].split()[:3] == ["artifact", "runtime", "device"]
@@ -117,7 +126,7 @@ def test_terminal_table_one_line_per_row_with_reasons(bench):
 
 
 def test_csv_round_trips_with_flattened_fields(bench):
-    text = report.to_csv(bench["results"])
+    text = tables.to_csv(_rows(bench))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == len(bench["results"])
     for key in ("artifact", "runtime", "device", "threads", "batch_size", "status", "reason", "size_bytes",
@@ -136,7 +145,7 @@ def test_csv_round_trips_with_flattened_fields(bench):
 
 
 def test_markdown_has_environment_table_and_reasons(bench):
-    text = report.to_markdown(bench, title="pi results")
+    text = tables.to_markdown(BenchResult.from_dict(bench), title="pi results")
     assert text.startswith("# pi results")
     assert "Intel(R) Core(TM) i7-1185G7" in text and "- label: laptop" in text
     assert "onnxruntime 1.32.0" in text
@@ -149,14 +158,26 @@ def test_markdown_has_environment_table_and_reasons(bench):
     assert "ConvInteger(10)" in text
 
 
+def test_rows_are_typed_records_and_unknown_keys_survive_a_round_trip(bench):
+    bench["results"][1]["energy_mj"] = 12.5  # a newer writer's field
+    result = BenchResult.from_dict(bench)
+    row = result.rows[1]
+    assert row.ok and row.p50 == 21.5 and row.stat("p90") == pytest.approx(23.65) and row.score("miou") == 0.612
+    assert row.key == ("unet_fp32.tflite", "litert", "cpu", 4, 1) and row.extra == {"energy_mj": 12.5}
+    skipped = result.rows[-2]
+    assert not skipped.ok and skipped.p50 is None and skipped.score("miou") is None
+    assert result.to_dict() == bench
+    assert "energy_mj" in tables.to_csv(list(result.rows)).splitlines()[0]
+
+
 def test_json_round_trips_through_write_reports_and_load_bench(bench, tmp_path):
-    paths = report.write_reports(bench, json_path=tmp_path / "b.json", csv_path=tmp_path / "out/b.csv",
+    paths = tables.write_reports(BenchResult.from_dict(bench), json_path=tmp_path / "b.json", csv_path=tmp_path / "out/b.csv",
                                  markdown_path=tmp_path / "b.md")
     assert paths == [tmp_path / "b.json", tmp_path / "out/b.csv", tmp_path / "b.md"]
     assert all(p.stat().st_size > 0 for p in paths)
-    assert report.load_bench(tmp_path / "b.json") == bench
+    assert load_bench(tmp_path / "b.json").to_dict() == bench
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md", "out"]  # no temp files left
-    assert report.write_reports(bench) == []
+    assert tables.write_reports(BenchResult.from_dict(bench)) == []
 
 
 @pytest.mark.parametrize("content, why", [
@@ -165,22 +186,29 @@ def test_json_round_trips_through_write_reports_and_load_bench(bench, tmp_path):
     ('{"results": []}', "environment"),
     ('{"environment": {}, "results": {}}', "results"),
     ('{"environment": {}, "results": [{"x": 1}]}', "results[0]"),
+    ('{"environment": {}, "results": [{"artifact": "a", "status": "done"}]}', "results[0].status"),
+    ('{"environment": {}, "results": [{"artifact": "a", "status": "ok", "threads": "4"}]}',
+     "results[0].threads: expected an integer, got str"),
+    ('{"environment": {}, "results": [{"artifact": "a", "status": "ok", "latency_ms": {"p50": 1}}]}',
+     "results[0].latency_ms: missing p90"),
+    ('{"environment": {}, "results": [{"artifact": "a", "status": "ok", "accuracy": {"miou": true}}]}',
+     "results[0].accuracy.miou: expected a number, got bool"),
 ])
 def test_load_bench_rejects_garbage(tmp_path, content, why):
     path = tmp_path / "garbage.json"
     path.write_text(content)
     with pytest.raises(UserError, match="not a unet-bench result file") as info:
-        report.load_bench(path)
+        load_bench(path)
     assert str(path) in str(info.value) and why in str(info.value)
 
 
 def test_load_bench_rejects_missing_and_binary_files(tmp_path):
     with pytest.raises(UserError, match="missing.json.*no such file"):
-        report.load_bench(tmp_path / "missing.json")
+        load_bench(tmp_path / "missing.json")
     binary = tmp_path / "model.tflite"
     binary.write_bytes(b"\x00\xff\xfe" * 100)
     with pytest.raises(UserError, match="model.tflite: not a unet-bench result file"):
-        report.load_bench(binary)
+        load_bench(binary)
 
 
 # ---------------------------------------------------------------- compare
@@ -204,7 +232,7 @@ def _table(text: str) -> list[list[str]]:
 
 
 def test_compare_default_baseline_ratios(bench, pi_bench):
-    text = compare_mod.compare([("laptop-file", bench), ("pi-file", pi_bench)])
+    text = compare_mod.compare([("laptop-file", _result(bench)), ("pi-file", _result(pi_bench))])
     assert "Baseline: unet.keras/keras/cpu threads=4 batch=1 in run 'laptop'" in text
     table = _table(text)
     header = table[0]
@@ -222,37 +250,37 @@ def test_compare_default_baseline_ratios(bench, pi_bench):
     skipped = rows[("unet_fp16.tflite", "litert", "gpu", "-")]
     assert skipped[5] == "skipped" and skipped[7] == "-"
 
-    data = compare_mod.comparison([("a", bench), ("b", pi_bench)])
+    data = compare_mod.comparison([("a", _result(bench)), ("b", _result(pi_bench))])
     key = ("unet_int8.tflite", "litert", "cpu", 1, 1)
     assert data.ratios[("pi4", key)] == pytest.approx(3.1 * 6 / 48.0)
 
 
 def test_compare_named_baseline_and_file_stem_labels(bench, pi_bench):
     del bench["environment"]["label"]
-    text = compare_mod.compare([("run-a", bench), ("pi-file", pi_bench)], baseline="unet_int8.tflite/litert/cpu")
+    text = compare_mod.compare([("run-a", _result(bench)), ("pi-file", _result(pi_bench))], baseline="unet_int8.tflite/litert/cpu")
     assert "Baseline: unet_int8.tflite/litert/cpu threads=4 batch=1 in run 'run-a' (p50 7.30 ms)" in text
     rows = {(r[0], r[1], r[2], r[3]): r for r in _table(text)[2:]}
     assert _table(text)[0][5] == "run-a p50 ms"
     assert rows[("unet.keras", "keras", "cpu", "4")][7] == f"{48.0 / 7.3:.2f}x" == "6.58x"
     assert rows[("unet_int8.tflite", "litert", "cpu", "4")][10] == f"{31.0 / 7.3:.2f}x"
     # a run prefix takes the baseline from that run
-    data = compare_mod.comparison([("run-a", bench), ("p", pi_bench)], baseline="pi4:unet.keras/keras/cpu")
+    data = compare_mod.comparison([("run-a", _result(bench)), ("p", _result(pi_bench))], baseline="pi4:unet.keras/keras/cpu")
     assert data.baseline_label == "pi4" and data.baseline_p50 == pytest.approx(288.0)
     assert data.ratios[("run-a", data.baseline_key)] == pytest.approx(48.0 / 288.0)
 
 
 def test_compare_rejects_unknown_baseline(bench, pi_bench):
     with pytest.raises(UserError, match="unknown baseline 'nope.tflite/litert/cpu'") as info:
-        compare_mod.compare([("a", bench), ("b", pi_bench)], baseline="nope.tflite/litert/cpu")
+        compare_mod.compare([("a", _result(bench)), ("b", _result(pi_bench))], baseline="nope.tflite/litert/cpu")
     assert "unet.keras/keras/cpu" in str(info.value) and "unet_int8.tflite/litert/cpu" in str(info.value)
     with pytest.raises(UserError, match="no ok row"):
-        compare_mod.compare([("a", bench)], baseline="unet_int8.onnx/onnxruntime/cpu")
+        compare_mod.compare([("a", _result(bench))], baseline="unet_int8.onnx/onnxruntime/cpu")
     with pytest.raises(UserError):
         compare_mod.compare([])
 
 
 def test_compare_same_label_twice_is_disambiguated(bench):
-    text = compare_mod.compare([("a", bench), ("b", bench)])
+    text = compare_mod.compare([("a", _result(bench)), ("b", _result(bench))])
     assert "laptop p50 ms" in text and "laptop#2 p50 ms" in text
 
 
@@ -273,21 +301,21 @@ def _png_size(path, max_bytes: int = MAX_PNG_BYTES) -> tuple[int, int]:
 
 def test_latency_vs_miou_png(bench, tmp_path):
     pytest.importorskip("matplotlib")
-    path = plots.latency_vs_miou(bench["results"], tmp_path / "lat.png")
+    path = plots.latency_vs_miou(_rows(bench), tmp_path / "lat.png")
     width, height = _png_size(path)
     assert width > height
     # nothing to plot still gives a picture saying so
-    empty = plots.latency_vs_miou(bench["results"][-2:], tmp_path / "empty.png")
+    empty = plots.latency_vs_miou(_rows(bench)[-2:], tmp_path / "empty.png")
     assert empty.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_per_class_iou_png(bench, tmp_path):
     pytest.importorskip("matplotlib")
-    path = plots.per_class_iou(bench["results"], class_names(N_CLASSES), tmp_path / "iou.png")
+    path = plots.per_class_iou(_rows(bench), class_names(N_CLASSES), tmp_path / "iou.png")
     width, height = _png_size(path)
     assert width > height
     # without a Keras reference row: the IoU panel alone
-    no_reference = plots.per_class_iou(bench["results"][1:], class_names(N_CLASSES), tmp_path / "iou1.png")
+    no_reference = plots.per_class_iou(_rows(bench)[1:], class_names(N_CLASSES), tmp_path / "iou1.png")
     assert _png_size(no_reference)[0] < width
 
 
@@ -333,13 +361,13 @@ def test_write_plots_with_previews(bench, tmp_path):
     for row, (_, maps) in zip(bench["results"][1:4], rows[1:4], strict=True):
         np.savez_compressed(tmp_path / "run" / row["preview_maps"], maps=maps)
     # unet.onnx's previews file is missing: that row is left out of the drift picture
-    written = plots.write_plots(bench, tmp_path / "plots", class_names(N_CLASSES), eval_images=images,
+    written = plots.write_plots(_result(bench), tmp_path / "plots", class_names(N_CLASSES), eval_images=images,
                                 eval_labels=reference, maps_root=tmp_path / "run")
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png", "drift.png"]
     for path in written:
         _png_size(path)
     # without eval data: only the two summary plots
-    written = plots.write_plots(bench, tmp_path / "plots2", class_names(N_CLASSES))
+    written = plots.write_plots(_result(bench), tmp_path / "plots2", class_names(N_CLASSES))
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png"]
 
 
@@ -347,16 +375,17 @@ def test_plots_without_matplotlib(bench, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(UserError, match="matplotlib is not installed"):
-        plots.latency_vs_miou(bench["results"], tmp_path / "x.png")
+        plots.latency_vs_miou(_rows(bench), tmp_path / "x.png")
     with pytest.raises(UserError, match=r"unet-export\[plots\]"):
-        plots.write_plots(bench, tmp_path, class_names(N_CLASSES))
+        plots.write_plots(_result(bench), tmp_path, class_names(N_CLASSES))
     assert not list(tmp_path.iterdir())
 
 
 def test_report_modules_import_only_device_side_packages():
     import subprocess
 
-    code = ("import sys; import exporter.bench.report, exporter.bench.compare, exporter.bench.plots; "
+    code = ("import sys; import exporter.bench.tables, exporter.bench.compare, exporter.bench.plots, "
+            "exporter.contracts.bench_json; "
             "bad = [m for m in ('matplotlib', 'tensorflow', 'keras', 'onnxruntime', 'openvino', "
             "'ai_edge_litert', 'PIL') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

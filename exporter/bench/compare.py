@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exporter.bench.report import accuracy, align, fmt_ms, fmt_num, is_ok, latency, row_key
+from exporter.bench.tables import fmt_ms, fmt_num
+from exporter.contracts.bench_json import BenchResult, BenchRow
 from exporter.errors import UserError
+from exporter.text_table import align
 
 MAX_LISTED_KEYS = 12
 
@@ -19,7 +21,7 @@ class Comparison:
 
     labels: list[str]
     keys: list[tuple]                      # (artifact, runtime, device, threads, batch_size), first-seen order
-    cells: dict[tuple[str, tuple], dict]   # (label, key) → the run's row
+    cells: dict[tuple[str, tuple], BenchRow]  # (label, key) → the run's row
     baseline_label: str
     baseline_key: tuple
     baseline_p50: float
@@ -48,10 +50,10 @@ def fmt_ratio(ratio: float | None) -> str:
     return f"{ratio:.3f}x" if ratio < 0.1 else f"{ratio:.2f}x"
 
 
-def _labels(benches: list[tuple[str, dict]]) -> list[str]:
+def _labels(benches: list[tuple[str, BenchResult]]) -> list[str]:
     labels: list[str] = []
     for name, bench in benches:
-        label = str((bench.get("environment") or {}).get("label") or name)
+        label = bench.label or name
         candidate, n = label, 2
         while candidate in labels:
             candidate, n = f"{label}#{n}", n + 1
@@ -65,17 +67,17 @@ def _key_list(keys: list[tuple]) -> str:
     return shown + (f", ... ({len(names) - MAX_LISTED_KEYS} more)" if len(names) > MAX_LISTED_KEYS else "")
 
 
-def _find_baseline(baseline: str | None, labels: list[str], benches: list[tuple[str, dict]],
+def _find_baseline(baseline: str | None, labels: list[str], benches: list[tuple[str, BenchResult]],
                    cells: dict, keys: list[tuple]) -> tuple[str, tuple, float]:
     def ok_p50(label, key):
         row = cells.get((label, key))
-        return latency(row) if row is not None and is_ok(row) else None
+        return row.p50 if row is not None and row.ok else None
 
     if baseline is None:
         for label in labels:  # the first ok row of the first run (of the first run with any ok row)
-            for row in benches[labels.index(label)][1].get("results") or []:
-                if ok_p50(label, row_key(row)) is not None:
-                    return label, row_key(row), ok_p50(label, row_key(row))
+            for row in benches[labels.index(label)][1].rows:
+                if ok_p50(label, row.key) is not None:
+                    return label, row.key, ok_p50(label, row.key)
         raise UserError("no run has an ok row with a p50 latency to use as the baseline")
 
     text = baseline.strip()
@@ -97,7 +99,7 @@ def _find_baseline(baseline: str | None, labels: list[str], benches: list[tuple[
                     f"{'run ' + run_labels[0] if len(run_labels) == 1 else 'any run'}")
 
 
-def comparison(benches: list[tuple[str, dict]], baseline: str | None = None) -> Comparison:
+def comparison(benches: list[tuple[str, BenchResult]], baseline: str | None = None) -> Comparison:
     """Collect rows by key across runs and compute p50 ratios against one baseline row.
 
     ``benches``: (name, bench) pairs; a run is labelled ``environment.label`` or else ``name`` (repeats get
@@ -109,19 +111,19 @@ def comparison(benches: list[tuple[str, dict]], baseline: str | None = None) -> 
         raise UserError("nothing to compare: give at least one bench result file")
     labels = _labels(benches)
     keys: list[tuple] = []
-    cells: dict[tuple[str, tuple], dict] = {}
+    cells: dict[tuple[str, tuple], BenchRow] = {}
     for label, (_, bench) in zip(labels, benches, strict=True):
-        for row in bench.get("results") or []:
-            key = row_key(row)
+        for row in bench.rows:
+            key = row.key
             if key not in keys:
                 keys.append(key)
             # a repeated key within one run: keep the first ok one
-            if (label, key) not in cells or (not is_ok(cells[(label, key)]) and is_ok(row)):
+            if (label, key) not in cells or (not cells[(label, key)].ok and row.ok):
                 cells[(label, key)] = row
     base_label, base_key, base_p50 = _find_baseline(baseline, labels, benches, cells, keys)
     result = Comparison(labels, keys, cells, base_label, base_key, base_p50)
     for (label, key), row in cells.items():
-        p50 = latency(row) if is_ok(row) else None
+        p50 = row.p50 if row.ok else None
         if p50 is not None and base_p50 > 0:
             result.ratios[(label, key)] = p50 / base_p50
     return result
@@ -141,12 +143,10 @@ def render(result: Comparison) -> str:
             row = result.cells.get((label, key))
             if row is None:
                 cells += ["-", "-", "-"]
-            elif not is_ok(row):
-                cells += [str(row.get("status") or "-"), "-", "-"]
+            elif not row.ok:
+                cells += [row.status, "-", "-"]
             else:
-                ratio = result.ratios.get((label, key))
-                cells += [fmt_ms(latency(row)), fmt_num(accuracy(row, "miou"), 4),
-                          fmt_ratio(ratio)]
+                cells += [fmt_ms(row.p50), fmt_num(row.score("miou"), 4), fmt_ratio(result.ratios.get((label, key)))]
         rows.append(cells)
     intro = [
         f"Runs: {', '.join(result.labels)}",
@@ -157,6 +157,6 @@ def render(result: Comparison) -> str:
     return "\n".join(intro) + align(headers, rows, right, markdown=True) + "\n"
 
 
-def compare(benches: list[tuple[str, dict]], baseline: str | None = None) -> str:
+def compare(benches: list[tuple[str, BenchResult]], baseline: str | None = None) -> str:
     """Side-by-side table of p50 ms, mIoU and p50 ratio vs the baseline for every run; see ``comparison``."""
     return render(comparison(benches, baseline))

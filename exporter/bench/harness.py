@@ -1,38 +1,12 @@
-"""Timing: warm-up, then at least ``min_runs`` and at least ``min_seconds`` (both floors); raw samples kept."""
+"""Timing: warm-up, then at least ``min_runs`` and at least ``min_seconds`` (both floors); raw samples kept.
+
+Statistics are derived from the samples by ``exporter.contracts.bench_json.Latency.from_values``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-
-import numpy as np
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Statistics of raw latency samples, in milliseconds."""
-
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    max: float
-    n: int
-
-    @classmethod
-    def from_values(cls, samples_ms: list[float] | np.ndarray) -> Latency:
-        values = np.asarray(samples_ms, dtype=np.float64)
-        if values.size == 0:
-            raise ValueError("no latency samples")
-        p50, p90, p99 = np.percentile(values, [50, 90, 99])
-        return cls(float(p50), float(p90), float(p99), float(values.mean()), float(values.std()),
-                   float(values.min()), float(values.max()), int(values.size))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def time_calls(call: Callable[[], object], warmup: int = 3, min_runs: int = 20, min_seconds: float = 2.0,

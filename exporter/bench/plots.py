@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.bench.report import accuracy, is_ok, latency, reference_row
 from exporter.classes import colorize
+from exporter.contracts.bench_json import BenchResult, BenchRow, reference_row
 from exporter.errors import UserError
 from exporter.fileio import atomic_path
 
@@ -71,17 +71,16 @@ def _message_figure(plt, text: str, size=(6, 2)):
     return fig
 
 
-def row_labels(rows: list[dict], with_device: bool = True) -> list[str]:
+def row_labels(rows: list[BenchRow], with_device: bool = True) -> list[str]:
     """'artifact@runtime/device' per row; threads/batch appended where that alone would repeat."""
-    base = [f"{r.get('artifact')}@{r.get('runtime')}" + (f"/{r.get('device')}" if with_device else "")
-            for r in rows]
+    base = [f"{r.artifact}@{r.runtime}" + (f"/{r.device}" if with_device else "") for r in rows]
     labels = []
     for r, text in zip(rows, base, strict=True):
         if base.count(text) > 1:
-            if r.get("threads") is not None:
-                text += f" t{r['threads']}"
-            if r.get("batch_size") not in (None, 1):
-                text += f" b{r['batch_size']}"
+            if r.threads is not None:
+                text += f" t{r.threads}"
+            if r.batch_size not in (None, 1):
+                text += f" b{r.batch_size}"
         labels.append(text)
     return labels
 
@@ -131,22 +130,21 @@ def _place_labels(fig, ax, xs, ys, labels, fontsize: float = 7.5) -> None:
         placed.append(box)
 
 
-def latency_vs_miou(results: list[dict], path) -> Path:
+def latency_vs_miou(results: list[BenchRow], path) -> Path:
     """Scatter of p50 latency (x; log scale when the range spans > 10x) vs mIoU (y), one labelled point per ok row."""
     plt = _pyplot()
-    rows = [r for r in results if is_ok(r) and latency(r) is not None and accuracy(r, "miou") is not None]
+    rows = [r for r in results if r.ok and r.p50 is not None and r.score("miou") is not None]
     if not rows:
         return _save(_message_figure(plt, "latency vs mIoU: no ok row has both a p50 latency and an mIoU"), path)
-    x = np.array([latency(r) for r in rows])
-    y = np.array([accuracy(r, "miou") for r in rows])
+    x = np.array([r.p50 for r in rows])
+    y = np.array([r.score("miou") for r in rows])
     labels = row_labels(rows)
-    runtimes = list(dict.fromkeys(str(r.get("runtime")) for r in rows))
+    runtimes = list(dict.fromkeys(str(r.runtime) for r in rows))
     colours = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=DPI)
     for i, runtime in enumerate(runtimes):
         for marker, device in (("o", "cpu"), ("s", "gpu")):
-            sel = [k for k, r in enumerate(rows) if str(r.get("runtime")) == runtime
-                   and (r.get("device") == "gpu") == (device == "gpu")]
+            sel = [k for k, r in enumerate(rows) if str(r.runtime) == runtime and (r.device == "gpu") == (device == "gpu")]
             if sel:
                 ax.scatter(x[sel], y[sel], s=40, marker=marker, color=colours(i % 10), zorder=3,
                            label=f"{runtime}/{device}")
@@ -169,36 +167,34 @@ def latency_vs_miou(results: list[dict], path) -> Path:
     return _save(fig, path)
 
 
-def per_class_iou(results: list[dict], class_names: list[str], path) -> Path:
+def per_class_iou(results: list[BenchRow], class_names: list[str], path) -> Path:
     """Heatmap of per-class IoU per ok row (one row per artifact@runtime[/device]), beside its delta vs the reference.
 
     Only classes with an IoU in some row are shown; the reference row comes first.
     """
     plt = _pyplot()
     reference = reference_row(results)
-    candidates = [r for r in results if is_ok(r) and (r.get("accuracy") or {}).get("per_class_iou")]
+    candidates = [r for r in results if r.ok and r.accuracy is not None and r.accuracy.per_class_iou]
     if reference in candidates:
         candidates.remove(reference)
         candidates.insert(0, reference)
     rows, seen = [], set()
     for r in candidates:
-        key = (r.get("artifact"), r.get("runtime"), r.get("device"))
-        if key not in seen:
-            seen.add(key)
+        if r.key[:3] not in seen:
+            seen.add(r.key[:3])
             rows.append(r)
     if not rows:
         return _save(_message_figure(plt, "per-class IoU: no ok row has per-class IoU"), path)
-    n = max(len(r["accuracy"]["per_class_iou"]) for r in rows)
+    n = max(len(r.accuracy.per_class_iou) for r in rows)
     iou = np.full((len(rows), n), np.nan)
     for i, r in enumerate(rows):
-        for c, v in enumerate(r["accuracy"]["per_class_iou"]):
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                iou[i, c] = float(v)
+        for c, v in enumerate(r.accuracy.per_class_iou):
+            if v is not None:
+                iou[i, c] = v
     present = np.where(np.isfinite(iou).any(axis=0))[0]
     iou = iou[:, present]
     names = [class_names[c] if c < len(class_names) else f"class_{c}" for c in present]
-    labels = [f"{r.get('artifact')}@{r.get('runtime')}"
-              + ("" if r.get("device") in (None, "cpu") else f"/{r.get('device')}")
+    labels = [f"{r.artifact}@{r.runtime}" + ("" if r.device in (None, "cpu") else f"/{r.device}")
               + ("  (reference)" if r is reference else "") for r in rows]
     has_delta = reference is not None and len(rows) > 1
     width = max(5.0, 0.45 * len(present) + 1.0)
@@ -317,7 +313,7 @@ def _load_maps(path: Path) -> np.ndarray | None:
     return maps if maps is not None and maps.ndim == 3 else None
 
 
-def write_plots(bench: dict, out_dir, class_names: list[str], eval_images=None, eval_labels=None,
+def write_plots(bench: BenchResult, out_dir, class_names: list[str], eval_images=None, eval_labels=None,
                 reference_maps=None, maps_root=None) -> list[Path]:
     """Write latency_vs_miou.png, per_class_iou.png and, when possible, drift.png into ``out_dir``.
 
@@ -326,7 +322,7 @@ def write_plots(bench: dict, out_dir, class_names: list[str], eval_images=None, 
     ``eval_labels`` (K×H×W), if given, adds a label column. Returns the paths written.
     """
     out_dir = Path(out_dir)
-    results = bench.get("results") or []
+    results = list(bench.rows)
     written = [latency_vs_miou(results, out_dir / "latency_vs_miou.png"),
                per_class_iou(results, class_names, out_dir / "per_class_iou.png")]
     if eval_images is None:
@@ -335,7 +331,7 @@ def write_plots(bench: dict, out_dir, class_names: list[str], eval_images=None, 
     reference = reference_row(results)
 
     def maps_of(row):
-        rel = row.get("preview_maps")
+        rel = row.preview_maps
         if not rel:
             return None
         full = Path(rel) if os.path.isabs(rel) else root / rel
@@ -351,10 +347,10 @@ def write_plots(bench: dict, out_dir, class_names: list[str], eval_images=None, 
     if k == 0 or images.shape[1:3] != reference_maps.shape[1:3]:
         return written
     rows, seen = [], set()
-    candidates = [r for r in results if is_ok(r) and r is not reference]
+    candidates = [r for r in results if r.ok and r is not reference]
     names = row_labels(candidates)
     for r, name in zip(candidates, names, strict=True):
-        key = (r.get("artifact"), r.get("runtime"), r.get("device"))
+        key = r.key[:3]
         maps = maps_of(r)
         if key in seen or maps is None or maps.shape[1:] != reference_maps.shape[1:] or len(maps) < k:
             continue

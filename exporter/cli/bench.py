@@ -57,17 +57,13 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     """Benchmark a pack (FILE.pack) or a run folder on every runtime present."""
     from exporter.bench.evaldata import load_eval
     from exporter.bench.pack import open_pack, open_run_dir
-    from exporter.bench.report import terminal_table, write_reports
-    from exporter.bench.runner import run_bench
-    from exporter.errors import UserError
-
-    bad = [d for d in devices if d not in ("cpu", "gpu")]
-    if bad:
-        raise UserError(f"--devices: unknown device(s) {', '.join(bad)} (cpu, gpu)")
-    if not batch_sizes or any(b < 1 for b in batch_sizes) or any(t < 1 for t in threads or [1]):
-        raise UserError("--batch-sizes and --threads must be ≥ 1")
+    from exporter.bench.runner import BenchSettings, run_bench
+    from exporter.bench.tables import terminal_table, write_reports
     from exporter.fileio import check_writable
 
+    settings = BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
+                             threads=tuple(threads or [os.cpu_count()]), batch_sizes=tuple(batch_sizes),
+                             warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, timeout=timeout, label=label)
     for out in (json_out, csv_out, markdown_out):  # fail now, not after minutes of measuring
         if out:
             check_writable(out)
@@ -77,9 +73,8 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     try:
         path = Path(target)
         bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
-        bench = run_bench(bench_target, work_dir, runtimes, tuple(devices), tuple(threads or [os.cpu_count()]),
-                          tuple(batch_sizes), warmup, min_runs, min_seconds, timeout, label, progress=echo)
-        echo(terminal_table(bench["results"]))
+        bench = run_bench(bench_target, work_dir, settings, progress=echo)
+        echo(terminal_table(list(bench.rows)))
         for written in write_reports(bench, json_out, csv_out, markdown_out):
             echo(f"wrote {written}")
         if plots_dir:
@@ -102,7 +97,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
 def compare(results, baseline, markdown_out) -> None:
     """Side-by-side table of several bench JSON files (devices/runs), with ratios against a baseline row."""
     from exporter.bench.compare import compare as compare_benches
-    from exporter.bench.report import load_bench
+    from exporter.contracts.bench_json import load_bench
     from exporter.fileio import write_text_atomic
 
     table = compare_benches([(Path(p).stem, load_bench(p)) for p in results], baseline)

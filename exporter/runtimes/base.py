@@ -103,6 +103,16 @@ def check_images(images) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32)
 
 
+def predict_in_batches(predict, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """``predict`` (frames → outputs) over ``images`` in batches of ``batch_size``, concatenated.
+
+    The one batching loop: runtime adapters, the Keras model at export and in training all go through it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return np.concatenate([np.asarray(predict(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
 INTEGER_TYPES = (np.int8, np.uint8, np.int16)
 
 
