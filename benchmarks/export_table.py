@@ -15,18 +15,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.export.api import ExportContext, export_onnx, export_tflite, onnx_name, tflite_name  # noqa: E402
-from exporter.export.modes import IOType, Quantization  # noqa: E402
+from exporter.export.api import ExportContext  # noqa: E402
+from exporter.export.modes import ExportSpec  # noqa: E402
 
-MODES = [  # (format, quantization, io, argmax, float_head)
-    ("tflite", "fp32", "float32", False, False), ("tflite", "fp16", "float32", False, False),
-    ("tflite", "dynamic", "float32", False, False), ("tflite", "int8", "float32", False, False),
-    ("tflite", "int8", "int8", False, False), ("tflite", "int8", "uint8", False, False),
-    ("tflite", "int8", "float32", False, True), ("tflite", "int8", "uint8", False, True),
-    ("tflite", "int16x8", "float32", False, False), ("tflite", "fp32", "float32", True, False),
-    ("tflite", "int8", "uint8", True, False), ("tflite", "int8", "uint8", True, True),
-    ("onnx", "fp32", None, False, False), ("onnx", "fp16", None, False, False), ("onnx", "int8", None, False, False),
-    ("onnx", "int8", None, False, True),
+MODES = [
+    ExportSpec("tflite", "fp32"), ExportSpec("tflite", "fp16"), ExportSpec("tflite", "dynamic"),
+    ExportSpec("tflite", "int8"), ExportSpec("tflite", "int8", io="int8"), ExportSpec("tflite", "int8", io="uint8"),
+    ExportSpec("tflite", "int8", float_head=True), ExportSpec("tflite", "int8", io="uint8", float_head=True),
+    ExportSpec("tflite", "int16x8"), ExportSpec("tflite", "fp32", argmax=True),
+    ExportSpec("tflite", "int8", io="uint8", argmax=True), ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True),
+    ExportSpec("onnx", "fp32"), ExportSpec("onnx", "fp16"), ExportSpec("onnx", "int8"),
+    ExportSpec("onnx", "int8", float_head=True),
 ]
 
 
@@ -39,19 +38,13 @@ def main() -> None:
         if (Path(model).parent / name).exists():
             shutil.copyfile(Path(model).parent / name, out_dir / name)
     model = out_dir / "model.keras"
-    ctx = ExportContext(model, data, validation_samples=60, log=None)
+    ctx = ExportContext.open(model, data, validation_samples=60, log=None)
     print("| artifact | size MB | convert s | validate s | agreement | mIoU | Keras mIoU | drop pt | max abs Δlogit |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for fmt, quantization, io, argmax, float_head in MODES:
+    for spec in MODES:
         started = time.perf_counter()
-        if fmt == "tflite":
-            name = tflite_name(Quantization(quantization), IOType(io), argmax, float_head)
-            result = export_tflite(model, out=out_dir / name, quantization=quantization, io=io, argmax=argmax,
-                                   float_head=float_head, context=ctx)
-        else:
-            name = onnx_name(Quantization(quantization), float_head)
-            result = export_onnx(model, out=out_dir / name, quantization=quantization, float_head=float_head,
-                                 context=ctx)
+        name = spec.file_name
+        result = ctx.export(spec, out_dir / name)
         total = time.perf_counter() - started
         v = result.validation
         err = "-" if v.max_abs_error is None else f"{v.max_abs_error:.3f}"

@@ -10,6 +10,14 @@ class UserError(Exception):
 
 
 class CheckFailed(Exception):
-    """A check ran and failed (drift over budget): exit code 1."""
+    """A check ran and failed (drift over budget): exit code 1.
+
+    ``measured`` carries what the check measured (an export's ``(name, precision, ValidationResult)``), so
+    that a caller can show the numbers that failed.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, measured: object = None) -> None:
+        super().__init__(message)
+        self.measured = measured

@@ -14,6 +14,7 @@ import numpy as np
 
 from exporter import metrics
 from exporter.classes import class_names
+from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
 from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
 
@@ -23,7 +24,7 @@ HISTORY_FIELDS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """What a run is trained with; stored in RUN_DIR/config.json."""
 
@@ -125,7 +126,7 @@ TEMP_PREFIXES = (".epoch_", ".last.keras.", ".state.json.", ".model.keras.", ".c
                  ".training_curves.png.")
 
 
-def _promote(state: dict, run_dir: Path, heal: bool) -> None:
+def _promote(state: dict, run: RunDir, heal: bool) -> None:
     """Make model.keras the committed best checkpoint; delete checkpoints the state no longer names.
 
     After an epoch only a new best is copied; ``heal`` (on resume, after a possible kill) compares the files.
@@ -133,17 +134,17 @@ def _promote(state: dict, run_dir: Path, heal: bool) -> None:
     """
     import shutil
 
-    checkpoints = run_dir / "checkpoint"
+    checkpoints = run.checkpoints
     best_name = state.get("best_checkpoint")  # None: a run started by 0.1, which wrote model.keras directly
     try:
         if best_name:
-            best, target = checkpoints / best_name, run_dir / "model.keras"
+            best, target = checkpoints / best_name, run.model
             new_best = best_name == state.get("last_checkpoint")  # this epoch's checkpoint is the best
             if not target.exists() or (sha256_file(target) != sha256_file(best) if heal else new_best):
                 with atomic_path(target, suffix=".keras") as tmp:
                     shutil.copyfile(best, tmp)
         keep = {best_name, state.get("last_checkpoint")}
-        for path in [*checkpoints.iterdir(), *run_dir.glob(".*")]:
+        for path in [*checkpoints.iterdir(), *run.path.glob(".*")]:
             stale = CHECKPOINT_NAME.match(path.name) and path.name not in keep
             if (stale or path.name.startswith(TEMP_PREFIXES)) and path.is_file():
                 path.unlink()
@@ -152,13 +153,13 @@ def _promote(state: dict, run_dir: Path, heal: bool) -> None:
                         f"({exc.strerror or exc})") from None
 
 
-def _sync(state: dict, run_dir: Path, run_config: dict, heal: bool = False) -> None:
+def _sync(state: dict, run: RunDir, run_config: dict, heal: bool = False) -> None:
     """After a commit (state.json): config.json, model.keras, history.csv and the curves follow it."""
-    write_json_atomic(run_dir / "config.json", run_config)
-    _promote(state, run_dir, heal)
-    write_text_atomic(run_dir / "history.csv", _history_csv(state["history"]))
+    write_json_atomic(run.config_path, run_config)
+    _promote(state, run, heal)
+    write_text_atomic(run.history_path, _history_csv(state["history"]))
     if state["history"]:
-        plot_curves(state["history"], run_dir / "training_curves.png")
+        plot_curves(state["history"], run.curves)
 
 
 def _forget_previous_run(checkpoints: Path) -> None:
@@ -189,13 +190,12 @@ def train(
 
     config = config or TrainConfig()
     log = _progress(log)
-    run_dir = Path(run_dir)
-    checkpoints = run_dir / "checkpoint"
-    state_path = checkpoints / "state.json"
+    run = RunDir(run_dir)
+    checkpoints, state_path = run.checkpoints, run.training_state
     if resume and not state_path.exists():
-        raise UserError(f"{run_dir}: nothing to resume (no checkpoint/state.json); run without --resume")
-    if not resume and not overwrite and (state_path.exists() or (run_dir / "model.keras").exists()):
-        raise UserError(f"{run_dir}: already holds a training run; pass --resume to continue or --force to start over")
+        raise UserError(f"{run.path}: nothing to resume (no checkpoint/state.json); run without --resume")
+    if not resume and not overwrite and (state_path.exists() or run.model.exists()):
+        raise UserError(f"{run.path}: already holds a training run; pass --resume to continue or --force to start over")
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
     state = None
@@ -221,7 +221,7 @@ def train(
             model = keras.saving.load_model(last, compile=True, safe_mode=True)
         except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
             raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
-        log(f"resuming {run_dir} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
+        log(f"resuming {run.path} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
     else:
         keras.utils.set_random_seed(config.seed)
         model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
@@ -238,7 +238,7 @@ def train(
         "parameters": int(model.count_params()), "val_stems": val_frames.stems,
     }
     if state["epoch"]:
-        _sync(state, run_dir, run_config, heal=True)  # a kill between the last commit and its sync is healed here
+        _sync(state, run, run_config, heal=True)  # a kill between the last commit and its sync is healed here
     elif overwrite:
         _forget_previous_run(checkpoints)
     log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
@@ -264,7 +264,7 @@ def train(
             state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
                          best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
         write_json_atomic(state_path, state)
-        _sync(state, run_dir, run_config)
+        _sync(state, run, run_config)
 
     class EpochCommit(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -284,7 +284,7 @@ def train(
 
     history = state["history"]
     return TrainResult(
-        run_dir=run_dir, model_path=run_dir / "model.keras", best_epoch=state["best_epoch"],
+        run_dir=run.path, model_path=run.model, best_epoch=state["best_epoch"],
         best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
         images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
         history=history,

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.bench.harness import time_calls
-from exporter.bench.pack import open_pack
 from exporter.cli.bench import cli as bench_cli
 from exporter.contracts.bench_json import Latency
+from exporter.contracts.pack import open_pack
 from exporter.errors import UserError
 
 FAST = ["--min-runs", "3", "--min-seconds", "0", "--warmup", "1"]
@@ -47,14 +47,15 @@ def test_time_calls_honours_both_floors_and_times_only_the_call():
 @pytest.fixture(scope="module")
 def exported_run(tiny_run, blocks_dir):
     """The tiny run with a few artifacts exported and packed."""
-    from exporter.export.api import ExportContext, export_onnx, export_tflite
-    from exporter.packing import build_pack
+    from exporter.export.api import ExportContext
+    from exporter.export.modes import ExportSpec
+    from exporter.pack_builder import build_pack
 
-    ctx = ExportContext(tiny_run / "model.keras", blocks_dir, validation_samples=8, log=None)
-    export_tflite(ctx.model_path, out=tiny_run / "unet_fp32.tflite", context=ctx)
-    export_tflite(ctx.model_path, out=tiny_run / "unet_int8_uint8io_argmax.tflite", quantization="int8",
-                  io="uint8", argmax=True, calibration_samples=20, context=ctx)
-    export_onnx(ctx.model_path, out=tiny_run / "unet_fp32.onnx", context=ctx)
+    ctx = ExportContext.open(tiny_run / "model.keras", blocks_dir, validation_samples=8, log=None)
+    ctx.export(ExportSpec("tflite"), tiny_run / "unet_fp32.tflite")
+    ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True), tiny_run / "unet_int8_uint8io_argmax.tflite",
+               calibration_samples=20)
+    ctx.export(ExportSpec("onnx"), tiny_run / "unet_fp32.onnx")
     pack = tiny_run.parent / "tiny.pack"
     build_pack(tiny_run, blocks_dir, pack, frames=6, context=ctx)
     return tiny_run, pack
@@ -63,11 +64,11 @@ def exported_run(tiny_run, blocks_dir):
 def test_pack_round_trip(exported_run, tmp_path):
     run_dir, pack = exported_run
     target = open_pack(pack, tmp_path / "x")
-    names = sorted(a["path"] for a in target.artifacts)
+    names = sorted(a.name for a in target.artifacts)
     assert "model.keras" in names and "unet_fp32.onnx" in names and "unet_int8_uint8io_argmax.tflite" in names
     for artifact in target.artifacts:
-        assert Path(artifact["artifact_path"]).read_bytes() == (run_dir / artifact["path"]).read_bytes()
-    from exporter.bench.evaldata import load_eval
+        assert artifact.file.read_bytes() == (run_dir / artifact.name).read_bytes()
+    from exporter.contracts.evaldata import load_eval
 
     evaldata = load_eval(target.eval_path)
     assert evaldata.images.shape == (6, 32, 32, 3) and evaldata.n_classes == 23
@@ -231,7 +232,7 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 
 def test_bench_modules_do_not_import_frameworks_at_module_level():
     code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
-            "import exporter.cli.bench, exporter.bench.runner, exporter.bench.worker, exporter.bench.pack, "
+            "import exporter.cli.bench, exporter.bench.runner, exporter.bench.worker, exporter.contracts.pack, "
             "exporter.bench.tables, exporter.bench.compare, exporter.bench.plots, exporter.runtimes, exporter.metrics; "
             "heavy = {'onnxruntime', 'openvino', 'ai_edge_litert', 'PIL', 'matplotlib'} & set(sys.modules); "
             "print(sorted(heavy))")
@@ -267,7 +268,7 @@ def test_compare_cli(tmp_path):
 
 
 def test_eval_file_refuses_pickles(tmp_path):
-    from exporter.bench.evaldata import load_eval
+    from exporter.contracts.evaldata import load_eval
 
     path = tmp_path / "eval.npz"
     np.savez(path, images=np.array([object()], dtype=object), labels=np.zeros(1), reference_logits=np.zeros(1),

@@ -8,14 +8,16 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import fp32_tolerance
+from exporter.budget import Budget
 from exporter.cli.main import cli
 from exporter.errors import CheckFailed, UserError
-from exporter.export.api import ExportContext, export_onnx, export_tflite
+from exporter.export.api import ExportContext
+from exporter.export.modes import ExportSpec
 
 
 @pytest.fixture(scope="module")
 def ctx(tiny_run, blocks_dir):
-    return ExportContext(tiny_run / "model.keras", blocks_dir, validation_samples=10, log=None)
+    return ExportContext.open(tiny_run / "model.keras", blocks_dir, validation_samples=10, log=None)
 
 
 def _tflite_details(path):
@@ -39,8 +41,7 @@ def _tflite_details(path):
 def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantization, io, argmax, min_agree,
                                                          in_dtype, out_dtype):
     out = tmp_path / f"m_{quantization}_{io}_{argmax}.tflite"
-    result = export_tflite(ctx.model_path, out=out, quantization=quantization, io=io, argmax=argmax,
-                           calibration_samples=20, context=ctx)
+    result = ctx.export(ExportSpec("tflite", quantization, io=io, argmax=argmax), out, calibration_samples=20)
     assert out.is_file() and result.size_bytes == out.stat().st_size
     v = result.validation
     assert v.samples == 10 and v.pixel_agreement >= min_agree, v
@@ -56,7 +57,7 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
     if quantization == "fp32" and not argmax:  # the same function in another summation order: see conftest
         # (an argmax can then flip only where the top two logits are within 2 × that bound: a tie)
         assert v.max_abs_error <= fp32_tolerance(ctx.reference_logits), v
-    manifest = json.loads((ctx.run_dir / "manifest.json").read_text())
+    manifest = json.loads((ctx.run.manifest_path).read_text())
     entry = next(a for a in manifest["artifacts"] if a["path"].endswith(out.name))
     assert entry["precision"] == quantization and entry["format"] == "tflite"
     assert entry["sha256"] == result.sha256 and entry["size_bytes"] == result.size_bytes
@@ -76,8 +77,8 @@ def _op_types(path) -> list[tuple[str, str]]:
                                                  ("uint8", True, np.uint8)])
 def test_int8_float_head_keeps_only_the_classifier_conv_in_float(ctx, tmp_path, io, argmax, out_dtype):
     out = tmp_path / "fh.tflite"
-    result = export_tflite(ctx.model_path, out=out, quantization="int8", io=io, argmax=argmax, float_head=True,
-                           calibration_samples=20, context=ctx)
+    result = ctx.export(ExportSpec("tflite", "int8", io=io, argmax=argmax, float_head=True), out,
+                        calibration_samples=20)
     ops = _op_types(out)
     convs = [dtype for name, dtype in ops if name == "CONV_2D"]
     assert convs[-1] == "float32" and set(convs[:-1]) == {"int8"}  # int8 body, float head
@@ -87,35 +88,37 @@ def test_int8_float_head_keeps_only_the_classifier_conv_in_float(ctx, tmp_path, 
     if io == "uint8":
         assert inp["quantization"] == pytest.approx((1 / 255, 0))
     assert out.name == "fh.tflite" and result.validation.pixel_agreement >= 0.9
-    entry = json.loads((ctx.run_dir / "manifest.json").read_text())["artifacts"][-1]
+    entry = json.loads((ctx.run.manifest_path).read_text())["artifacts"][-1]
     assert entry["float_head"] is True and entry["precision"] == "int8"
 
 
-def test_float_head_needs_int8(ctx, tmp_path):
+def test_float_head_needs_int8(tiny_run, blocks_dir, tmp_path):
     with pytest.raises(UserError, match="--float-head needs --quantize int8"):
-        export_tflite(ctx.model_path, out=tmp_path / "x.tflite", quantization="fp16", float_head=True, context=ctx)
+        ExportSpec("tflite", "fp16", float_head=True)
     with pytest.raises(UserError, match="--float-head needs --quantize int8"):
-        export_onnx(ctx.model_path, out=tmp_path / "x.onnx", float_head=True, context=ctx)
+        ExportSpec("onnx", float_head=True)
+    result = CliRunner().invoke(cli, ["onnx", "--model", str(tiny_run / "model.keras"), "--data", str(blocks_dir),
+                                      "--float-head", "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "--float-head needs --quantize int8" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
 def test_quantized_files_are_smaller(ctx, tmp_path):
-    sizes = {q: export_tflite(ctx.model_path, out=tmp_path / f"{q}.tflite", quantization=q, calibration_samples=20,
-                              context=ctx).size_bytes for q in ("fp32", "fp16", "int8")}
+    sizes = {q: ctx.export(ExportSpec("tflite", q), tmp_path / f"{q}.tflite", calibration_samples=20).size_bytes
+             for q in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
 
 
 def test_embedded_metadata_reads_back(ctx, tmp_path):
     from exporter.export.tflite_metadata import read_metadata
 
-    fp32 = export_tflite(ctx.model_path, out=tmp_path / "a.tflite", context=ctx).path
+    fp32 = ctx.export(ExportSpec("tflite"), tmp_path / "a.tflite").path
     meta = read_metadata(fp32.read_bytes())
     assert meta["labels"] == ctx.labels and meta["labels"][7] == "road"
     assert meta["normalization"]["std"][0] == 255.0 and "23 CARLA classes" in meta["description"]
-    uint8 = export_tflite(ctx.model_path, out=tmp_path / "b.tflite", quantization="int8", io="uint8",
-                          calibration_samples=20, context=ctx).path
+    uint8 = ctx.export(ExportSpec("tflite", "int8", io="uint8"), tmp_path / "b.tflite", calibration_samples=20).path
     assert read_metadata(uint8.read_bytes())["normalization"] is None  # bytes are the quantized input
-    bare = export_tflite(ctx.model_path, out=tmp_path / "c.tflite", metadata=False, context=ctx).path
+    bare = ctx.export(ExportSpec("tflite", metadata=False), tmp_path / "c.tflite").path
     assert read_metadata(bare.read_bytes()) is None
 
 
@@ -125,8 +128,8 @@ def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quanti
     from exporter.export.tflite_metadata import mediapipe_category_mask
     from exporter.runtimes import get_runtime
 
-    path = export_tflite(ctx.model_path, out=tmp_path / "m.tflite", quantization=quantization, io=io,
-                         float_head=float_head, calibration_samples=20, context=ctx).path
+    path = ctx.export(ExportSpec("tflite", quantization, io=io, float_head=float_head), tmp_path / "m.tflite",
+                      calibration_samples=20).path
     runtime = get_runtime("litert")
     runtime.load(path)
     frames = np.round(ctx.validation.images[:4] * 255).astype(np.uint8)
@@ -142,8 +145,7 @@ def test_onnx_modes(ctx, tmp_path, quantization, float_head):
     import onnx
 
     out = tmp_path / f"m_{quantization}.onnx"
-    result = export_onnx(ctx.model_path, out=out, quantization=quantization, calibration_samples=20, context=ctx,
-                         float_head=float_head)
+    result = ctx.export(ExportSpec("onnx", quantization, float_head=float_head), out, calibration_samples=20)
     model = onnx.load(out)
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
@@ -184,15 +186,14 @@ def test_interrupted_export_leaves_no_file_under_the_final_name(ctx, tmp_path, m
 
     monkeypatch.setattr(api, "run_artifact", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        export_tflite(ctx.model_path, out=out, context=ctx)
+        ctx.export(ExportSpec("tflite"), out)
     assert out.read_bytes() == b"previous good artifact"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
 
 
 def test_gate_failure_in_the_api_raises_check_failed(ctx, tmp_path):
     with pytest.raises(CheckFailed, match="pixel agreement"):
-        export_onnx(ctx.model_path, out=tmp_path / "x.onnx", quantization="int8", calibration_samples=20,
-                    min_agreement=1.0, context=ctx)
+        ctx.export(ExportSpec("onnx", "int8"), tmp_path / "x.onnx", Budget(min_agreement=1.0), calibration_samples=20)
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -243,7 +244,7 @@ def test_data_without_usable_frames_and_unwritable_out(tiny_run, blocks_dir, tmp
     (tmp_path / "empty" / "CameraRGB").mkdir(parents=True)
     (tmp_path / "empty" / "CameraMask").mkdir()
     with pytest.raises(UserError, match="no .png/.jpg frames"):
-        ExportContext(tiny_run / "model.keras", tmp_path / "empty", log=None)
+        ExportContext.open(tiny_run / "model.keras", tmp_path / "empty", log=None)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = CliRunner().invoke(cli, ["onnx", "--model", str(tiny_run / "model.keras"), "--data", str(blocks_dir),
@@ -253,9 +254,11 @@ def test_data_without_usable_frames_and_unwritable_out(tiny_run, blocks_dir, tmp
 
 def test_io_type_needs_int8():
     with pytest.raises(UserError, match="needs full-integer quantization"):
-        from exporter.export.tflite_export import convert_tflite
-
-        convert_tflite(None, "fp16", "uint8")
+        ExportSpec("tflite", "fp16", io="uint8")
+    with pytest.raises(UserError, match="TFLite options"):
+        ExportSpec("onnx", "int8", io="uint8")
+    with pytest.raises(UserError, match="ONNX export supports fp32, fp16, int8, not int16x8"):
+        ExportSpec("onnx", "int16x8")
 
 
 def test_calibration_is_class_balanced_and_deterministic():
@@ -289,12 +292,12 @@ def test_exports_of_an_earlier_model_are_left_out_of_packs(tiny_run, blocks_dir,
 
     import keras
 
-    from exporter.packing import build_pack
+    from exporter.pack_builder import build_pack
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     (run / "manifest.json").unlink(missing_ok=True)
-    export_tflite(run / "model.keras", data_dir=blocks_dir, out=run / "old.tflite", validation_samples=4, log=None)
+    ExportContext.open(run / "model.keras", blocks_dir, 4, log=None).export(ExportSpec("tflite"), run / "old.tflite")
     model = keras.saving.load_model(run / "model.keras", compile=False)
     model.layers[-1].bias.assign(model.layers[-1].bias + 1.0)  # "retrained"
     model.save(run / "model.keras")
@@ -302,7 +305,7 @@ def test_exports_of_an_earlier_model_are_left_out_of_packs(tiny_run, blocks_dir,
     with pytest.raises(UserError, match="no exported artifacts"):
         build_pack(run, blocks_dir, tmp_path / "x.pack", frames=4, log=warnings.append)
     assert any("old.tflite" in w and "earlier model.keras" in w for w in warnings)
-    export_tflite(run / "model.keras", data_dir=blocks_dir, out=run / "new.tflite", validation_samples=4, log=None)
+    ExportContext.open(run / "model.keras", blocks_dir, 4, log=None).export(ExportSpec("tflite"), run / "new.tflite")
     build_pack(run, blocks_dir, tmp_path / "y.pack", frames=4, log=None)
     with zipfile.ZipFile(tmp_path / "y.pack") as z:
         assert "artifacts/new.tflite" in z.namelist() and "artifacts/old.tflite" not in z.namelist()

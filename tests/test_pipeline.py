@@ -4,17 +4,20 @@ import json
 
 from click.testing import CliRunner
 
+from exporter.bench.runner import BenchSettings
 from exporter.cli.main import cli
-from exporter.pipeline import ExportSpec, PipelineOptions, run_pipeline
+from exporter.export.modes import ExportSpec
+from exporter.pipeline import PipelineOptions, run_pipeline
+from exporter.train import TrainConfig
 
 
-def _tiny(**overrides):
-    base = dict(synth_count=24, epochs=2, batch_size=8, n_filters=2, input_size=(32, 32), val_split=0.25,
-                calibration_samples=12, validation_samples=6, eval_frames=4, min_runs=2, min_seconds=0.0,
-                runtimes=["litert", "onnxruntime"],
-                exports=(ExportSpec("tflite", "fp32"), ExportSpec("tflite", "int8", io="uint8", argmax=True),
-                         ExportSpec("onnx", "fp32")))
-    return PipelineOptions(**{**base, **overrides})
+def _tiny(min_runs: int = 2):
+    return PipelineOptions(
+        synth_count=24, training=TrainConfig(epochs=2, batch_size=8, n_filters=2, input_size=(32, 32), val_split=0.25),
+        calibration_samples=12, validation_samples=6, eval_frames=4,
+        bench=BenchSettings(runtimes=("litert", "onnxruntime"), min_runs=min_runs, min_seconds=0.0),
+        exports=(ExportSpec("tflite", "fp32"), ExportSpec("tflite", "int8", io="uint8", argmax=True),
+                 ExportSpec("onnx", "fp32")))
 
 
 def test_pipeline_end_to_end_then_resumes_without_redoing(tmp_path):

@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from exporter.bench.environment import describe
-from exporter.bench.pack import BenchTarget
 from exporter.bench.tables import fmt_ms, fmt_num
 from exporter.bench.worker import MARKER
 from exporter.contracts.bench_json import BenchResult, BenchRow
 from exporter.contracts.checks import ContractError
+from exporter.contracts.pack import BenchTarget, PackedArtifact
 from exporter.errors import UserError
 from exporter.runtimes.base import DEVICES
 
@@ -28,7 +28,7 @@ class BenchSettings:
 
     runtimes: tuple[str, ...] | None = None  # None: every runtime that reads the artifact's format
     devices: tuple[str, ...] = ("cpu",)
-    threads: tuple[int | None, ...] = (None,)  # None: every core
+    threads: tuple[int, ...] | None = None  # None: every core (os.cpu_count(), recorded as such)
     batch_sizes: tuple[int, ...] = (1,)
     warmup: int = 3
     min_runs: int = 20
@@ -46,18 +46,23 @@ class BenchSettings:
         if bad or not self.devices:
             raise UserError(f"--devices: unknown device(s) {', '.join(bad) or '(none)'} ({', '.join(DEVICES)})")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes) or \
-                any(t is not None and t < 1 for t in self.threads) or not self.threads:
+                (self.threads is not None and (not self.threads or any(t < 1 for t in self.threads))):
             raise UserError("--batch-sizes and --threads must be ≥ 1")
         if self.warmup < 0 or self.min_runs < 1 or self.min_seconds < 0 or self.timeout <= 0:
             raise UserError("--warmup ≥ 0, --min-runs ≥ 1, --min-seconds ≥ 0 and --timeout > 0")
 
 
-def plan(target: BenchTarget, runtimes: tuple[str, ...] | None = None) -> list[tuple[dict, str]]:
+    @property
+    def thread_counts(self) -> tuple[int, ...]:
+        return self.threads or (os.cpu_count() or 1,)
+
+
+def plan(target: BenchTarget, runtimes: tuple[str, ...] | None = None) -> list[tuple[PackedArtifact, str]]:
     """(artifact, runtime) pairs: each artifact on every requested runtime that reads its format."""
     from exporter.runtimes import RUNTIMES
 
     wanted = runtimes or RUNTIME_ORDER
-    return [(a, r) for a in target.artifacts for r in wanted if a.get("format") in RUNTIMES[r].formats]
+    return [(a, r) for a in target.artifacts for r in wanted if a.entry.format in RUNTIMES[r].formats]
 
 
 def run_worker(spec: dict, timeout: float) -> list[BenchRow] | str:
@@ -89,22 +94,21 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
     reference = reference_scores(target.eval_path)  # also checks the frames before minutes of measuring
     results: list[BenchRow] = []
     jobs = [(a, r, d, t) for a, r in plan(target, settings.runtimes) for d in settings.devices
-            for t in settings.threads]
+            for t in settings.thread_counts]
     for number, (artifact, runtime, device, n_threads) in enumerate(jobs, 1):
-        where = f"[{number}/{len(jobs)}] {artifact['path']} on {runtime}/{device}" + (
+        where = f"[{number}/{len(jobs)}] {artifact.name} on {runtime}/{device}" + (
             f" threads={n_threads}" if n_threads else "")
-        identity = BenchRow(artifact=artifact["path"], status="failed", format=artifact.get("format"),
-                            precision=artifact.get("precision"), runtime=runtime, device=device, threads=n_threads,
-                            size_bytes=artifact.get("size_bytes"))
+        entry = artifact.entry
+        identity = BenchRow(artifact=artifact.name, status="failed", format=entry.format, precision=entry.precision,
+                            runtime=runtime, device=device, threads=n_threads, size_bytes=entry.size_bytes)
         missing = RUNTIMES[runtime].available()
         if missing:
             rows = [replace(identity, batch_size=b, status="skipped", reason=missing) for b in settings.batch_sizes]
         else:
             progress(f"{where} …")
-            preview = work_dir / "previews" / f"{artifact['path']}.{runtime}.{device}.{n_threads or 'default'}.npz"
-            spec = {"artifact_path": artifact["artifact_path"], "artifact": artifact["path"],
-                    "format": artifact.get("format"), "precision": artifact.get("precision"),
-                    "size_bytes": artifact.get("size_bytes"), "runtime": runtime, "device": device,
+            preview = work_dir / "previews" / f"{artifact.name}.{runtime}.{device}.{n_threads or 'default'}.npz"
+            spec = {"artifact_path": str(artifact.file), "artifact": artifact.name, "format": entry.format,
+                    "precision": entry.precision, "size_bytes": entry.size_bytes, "runtime": runtime, "device": device,
                     "threads": n_threads, "batch_sizes": list(settings.batch_sizes), "warmup": settings.warmup,
                     "min_runs": settings.min_runs, "min_seconds": settings.min_seconds,
                     "eval_path": str(target.eval_path), "preview_path": str(preview)}
@@ -131,7 +135,7 @@ def reference_scores(eval_path: Path) -> dict:
     Lets a device without TensorFlow (no Keras row) still report each artifact's mIoU drop.
     """
     from exporter import metrics
-    from exporter.bench.evaldata import load_eval
+    from exporter.contracts.evaldata import load_eval
 
     evaldata = load_eval(eval_path)
     scores = metrics.score(evaldata.labels, evaldata.reference_map, evaldata.n_classes)

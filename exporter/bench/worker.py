@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from exporter import metrics
-from exporter.bench.evaldata import load_eval
 from exporter.bench.harness import time_calls
 from exporter.contracts.bench_json import BenchRow, Latency
+from exporter.contracts.evaldata import load_eval
 from exporter.runtimes.base import predict_in_batches
 
 MARKER = "UNET_BENCH_RESULT "

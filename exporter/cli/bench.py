@@ -55,14 +55,14 @@ def cli() -> None:
 def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_seconds, timeout, label,
         json_out, csv_out, markdown_out, plots_dir, work_dir) -> None:
     """Benchmark a pack (FILE.pack) or a run folder on every runtime present."""
-    from exporter.bench.evaldata import load_eval
-    from exporter.bench.pack import open_pack, open_run_dir
     from exporter.bench.runner import BenchSettings, run_bench
     from exporter.bench.tables import terminal_table, write_reports
+    from exporter.contracts.evaldata import load_eval
+    from exporter.contracts.pack import open_pack, open_run_dir
     from exporter.fileio import check_writable
 
     settings = BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
-                             threads=tuple(threads or [os.cpu_count()]), batch_sizes=tuple(batch_sizes),
+                             threads=tuple(threads) if threads else None, batch_sizes=tuple(batch_sizes),
                              warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, timeout=timeout, label=label)
     for out in (json_out, csv_out, markdown_out):  # fail now, not after minutes of measuring
         if out:

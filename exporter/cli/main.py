@@ -141,20 +141,22 @@ def _budget_options(func):
     return func
 
 
-def _export(kind: str, model_path, data_dir, validation_samples, seed, **kwargs) -> None:
+def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samples, validation_samples,
+            max_miou_drop, min_agreement) -> None:
+    from exporter.budget import Budget
     from exporter.errors import CheckFailed
-    from exporter.export.api import ExportContext, check_float_head, export_onnx, export_tflite
+    from exporter.export.api import ExportContext
+    from exporter.export.modes import ExportSpec
     from exporter.export.validate import format_table
 
-    check_float_head(kwargs["quantization"], kwargs.get("float_head", False))
-    ctx = ExportContext(model_path, data_dir, validation_samples, seed, log=echo)
-    export = export_tflite if kind == "tflite" else export_onnx
+    spec = ExportSpec(**spec_fields)  # a bad combination stops here, before the model is loaded
+    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
     try:
-        result = export(model_path, context=ctx, seed=seed, **kwargs)
-    except CheckFailed:
-        echo(format_table([ctx.last_validation]))
+        result = ctx.export(spec, out, Budget(max_miou_drop, min_agreement), calibration_samples)
+    except CheckFailed as exc:
+        echo(format_table([exc.measured]))
         raise
-    echo(format_table([ctx.last_validation]))
+    echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
     echo(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, converted in {result.conversion_seconds:.1f}s)")
 
 
@@ -172,10 +174,9 @@ def _export(kind: str, model_path, data_dir, validation_samples, seed, **kwargs)
 def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
            min_agreement, quantize, io, float_head, argmax, no_metadata) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
-    _export("tflite", model_path, data_dir, validation_samples, seed, out=out,
-            quantization=quantize or "fp32", io=io, argmax=argmax, calibration_samples=calibration_samples,
-            max_miou_drop=max_miou_drop, min_agreement=min_agreement, metadata=not no_metadata,
-            float_head=float_head)
+    _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax, float_head=float_head,
+                 metadata=not no_metadata), model_path, data_dir, out, seed, calibration_samples, validation_samples,
+            max_miou_drop, min_agreement)
 
 
 @cli.command()
@@ -189,9 +190,8 @@ def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samp
 def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
          min_agreement, quantize, float_head, opset) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
-    _export("onnx", model_path, data_dir, validation_samples, seed, out=out, quantization=quantize or "fp32",
-            opset=opset, calibration_samples=calibration_samples, max_miou_drop=max_miou_drop,
-            min_agreement=min_agreement, float_head=float_head)
+    _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset),
+            model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement)
 
 
 @cli.command()
@@ -206,7 +206,7 @@ def onnx(model_path, data_dir, out, seed, calibration_samples, validation_sample
 @handle_errors
 def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
     """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
-    from exporter.packing import build_pack
+    from exporter.pack_builder import build_pack
 
     path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=not no_keras, seed=seed, log=echo)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
@@ -231,14 +231,17 @@ def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, 
              calibration_samples, validation_samples, eval_frames, runtimes, min_runs, min_seconds, seed,
              force) -> None:
     """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
-    from exporter.pipeline import PipelineOptions, run_pipeline
+    from dataclasses import replace
 
-    options = PipelineOptions(
-        data_dir=data_dir, synth_count=synth_count, synth_seed=seed, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes,
-        seed=seed, calibration_samples=calibration_samples, validation_samples=validation_samples,
-        eval_frames=eval_frames, runtimes=[r.strip() for r in runtimes.split(",")] if runtimes else None,
-        min_runs=min_runs, min_seconds=min_seconds)
+    from exporter.pipeline import DEMO_BENCH, DEMO_TRAINING, PipelineOptions, run_pipeline
+
+    training = replace(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed)
+    bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
+                    min_runs=min_runs, min_seconds=min_seconds)
+    options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,
+                              calibration_samples=calibration_samples, validation_samples=validation_samples,
+                              eval_frames=eval_frames, seed=seed, bench=bench)
     result = run_pipeline(run_dir, options, force=force, log=echo, verbose=1 if os.isatty(1) else 2)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_seconds.items())
     echo(f"done: {result.report} ({times})")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
-from exporter.export.modes import ONNX_QUANTIZATIONS, Quantization
+from exporter.export.modes import ExportSpec, Quantization
 from exporter.fileio import quiet
 
 DEFAULT_OPSET = 18
@@ -47,21 +47,18 @@ def onnx_metadata(labels: list[str], description: str) -> dict[str, str]:
     }
 
 
-def convert_onnx(model, quantization: Quantization = Quantization.FP32, opset: int = DEFAULT_OPSET,
-                 calibration: CalibrationSet | None = None, metadata: dict[str, str] | None = None,
-                 float_head: bool = False):
+def convert_onnx(model, spec: ExportSpec | None = None, calibration: CalibrationSet | None = None,
+                 metadata: dict[str, str] | None = None):
     """Convert to an ``onnx.ModelProto`` in the requested precision; checked by ``onnx.checker``.
 
-    ``float_head`` (int8 only): the final 1×1 classifier conv is left out of quantization and runs in float.
+    ``spec.float_head`` (int8 only): the final 1×1 classifier conv is left out of quantization and runs in float.
     """
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    quantization = Quantization(quantization)
-    if quantization not in ONNX_QUANTIZATIONS:
-        raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "
-                        f"not {quantization.value}")
+    spec = spec or ExportSpec("onnx")
+    quantization, opset = spec.quantization, spec.opset or DEFAULT_OPSET
     if quantization is Quantization.INT8 and calibration is None:
         raise UserError("int8 ONNX quantization needs calibration frames (--data)")
     height, width, channels = model.input_shape[1:]
@@ -74,7 +71,7 @@ def convert_onnx(model, quantization: Quantization = Quantization.FP32, opset: i
 
         proto = float16.convert_float_to_float16(proto, keep_io_types=True)
     elif quantization is Quantization.INT8:
-        proto = quantize_int8(proto, calibration, float_head)
+        proto = quantize_int8(proto, calibration, spec.float_head)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     return proto

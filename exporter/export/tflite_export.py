@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
-from exporter.export.modes import IOType, Quantization
+from exporter.export.modes import ExportSpec, IOType, Quantization
 from exporter.fileio import quiet
 
 DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it ran ~6x slower than fp32 in LiteRT "
@@ -31,23 +31,19 @@ def with_argmax(model):
     return keras.Model(model.inputs, ClassMap(name="class_map")(model.outputs[0]), name=f"{model.name}_argmax")
 
 
-def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IOType = IOType.FLOAT32,
-                   argmax: bool = False, calibration: CalibrationSet | None = None, float_head: bool = False) -> bytes:
-    """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer.
+def convert_tflite(model, spec: ExportSpec | None = None, calibration: CalibrationSet | None = None) -> bytes:
+    """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer (no metadata).
 
-    ``float_head`` (int8 only): every layer int8 except the final 1×1 classifier conv, which runs in float.
+    ``spec.float_head`` (int8 only): every layer int8 except the final 1×1 classifier conv, which runs in float.
     """
     import tensorflow as tf
 
-    quantization, io = Quantization(quantization), IOType(io)
-    if io is not IOType.FLOAT32 and quantization is not Quantization.INT8:
-        raise UserError(f"--io {io.value} needs full-integer quantization (--quantize int8), not {quantization.value}")
-    if float_head and quantization is not Quantization.INT8:
-        raise UserError(f"--float-head needs --quantize int8, not {quantization.value}")
+    spec = spec or ExportSpec("tflite")
+    quantization, io = spec.quantization, spec.io
     if quantization.needs_calibration and calibration is None:
         raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
-    source = with_argmax(model) if argmax else model
-    if float_head:
+    source = with_argmax(model) if spec.argmax else model
+    if spec.float_head:
         return _convert_int8_float_head(source, io, calibration)
     converter = tf.lite.TFLiteConverter.from_keras_model(source)
     if quantization is not Quantization.FP32:
@@ -59,7 +55,7 @@ def convert_tflite(model, quantization: Quantization = Quantization.FP32, io: IO
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io is not IOType.FLOAT32:
             converter.inference_input_type = tf.uint8 if io is IOType.UINT8 else tf.int8
-            if not argmax:  # a class map is already an integer output
+            if not spec.argmax:  # a class map is already an integer output
                 converter.inference_output_type = converter.inference_input_type
     elif quantization is Quantization.INT16X8:
         converter.representative_dataset = calibration.tflite_representative_dataset()
