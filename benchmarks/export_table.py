@@ -48,8 +48,8 @@ def main() -> None:
         total = time.perf_counter() - started
         v = result.validation
         err = "-" if v.max_abs_error is None else f"{v.max_abs_error:.3f}"
-        print(f"| {name} | {result.size_bytes / 1e6:.2f} | {result.conversion_seconds:.1f} | "
-              f"{total - result.conversion_seconds:.1f} | {v.pixel_agreement:.4f} | {v.miou:.4f} | "
+        print(f"| {name} | {result.entry.size_bytes / 1e6:.2f} | {result.entry.conversion_seconds:.1f} | "
+              f"{total - result.entry.conversion_seconds:.1f} | {v.pixel_agreement:.4f} | {v.miou:.4f} | "
               f"{v.miou_reference:.4f} | {v.miou_drop_points:+.2f} | {err} |", flush=True)
 
 

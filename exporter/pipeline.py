@@ -165,7 +165,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
             within = options.budget.within(v.miou_drop_points, v.pixel_agreement)
             if not within:
                 outside_budget.append(result.path.name)
-            log(f"   {result.path.name}: {result.size_bytes / 1e6:.2f} MB in {result.conversion_seconds:.1f}s, "
+            log(f"   {result.path.name}: {result.entry.size_bytes / 1e6:.2f} MB in {result.entry.conversion_seconds:.1f}s, "
                 f"agreement {v.pixel_agreement:.4f}, mIoU drop {v.miou_drop_points:.2f} pt"
                 + ("" if within else "  (outside the accuracy budget: kept, flagged in the report)"))
         stages.record("export", export_key, started, outside_budget=outside_budget)

@@ -45,20 +45,26 @@ def test_time_calls_honours_both_floors_and_times_only_the_call():
 
 
 @pytest.fixture(scope="module")
-def exported_run(tiny_run, blocks_dir):
-    """The tiny run with a few artifacts exported and packed."""
+def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
+    """A copy of the tiny run (its own manifest) with a few artifacts exported and packed."""
+    import shutil
+
     from exporter.export.api import ExportContext
     from exporter.export.modes import ExportSpec
     from exporter.pack_builder import build_pack
 
-    ctx = ExportContext.open(tiny_run / "model.keras", blocks_dir, validation_samples=8, log=None)
-    ctx.export(ExportSpec("tflite"), tiny_run / "unet_fp32.tflite")
-    ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True), tiny_run / "unet_int8_uint8io_argmax.tflite",
+    run = tmp_path_factory.mktemp("bench") / "run"
+    run.mkdir()
+    for name in ("model.keras", "config.json"):
+        shutil.copyfile(tiny_run / name, run / name)
+    ctx = ExportContext.open(run / "model.keras", blocks_dir, validation_samples=8, log=None)
+    ctx.export(ExportSpec("tflite"), run / "unet_fp32.tflite")
+    ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True), run / "unet_int8_uint8io_argmax.tflite",
                calibration_samples=20)
-    ctx.export(ExportSpec("onnx"), tiny_run / "unet_fp32.onnx")
-    pack = tiny_run.parent / "tiny.pack"
-    build_pack(tiny_run, blocks_dir, pack, frames=6, context=ctx)
-    return tiny_run, pack
+    ctx.export(ExportSpec("onnx"), run / "unet_fp32.onnx")
+    pack = run.parent / "tiny.pack"
+    build_pack(run, blocks_dir, pack, frames=6, context=ctx)
+    return run, pack
 
 
 def test_pack_round_trip(exported_run, tmp_path):

@@ -42,7 +42,7 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
                                                          in_dtype, out_dtype):
     out = tmp_path / f"m_{quantization}_{io}_{argmax}.tflite"
     result = ctx.export(ExportSpec("tflite", quantization, io=io, argmax=argmax), out, calibration_samples=20)
-    assert out.is_file() and result.size_bytes == out.stat().st_size
+    assert out.is_file() and result.entry.size_bytes == out.stat().st_size
     v = result.validation
     assert v.samples == 10 and v.pixel_agreement >= min_agree, v
     assert abs(v.miou_drop_points) < 100 * (1 - min_agree) + 5
@@ -51,7 +51,7 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
     if io == "uint8":  # camera bytes go straight in
         assert inp["quantization"] == pytest.approx((1 / 255, 0))
     if argmax:
-        assert len(outp["shape"]) == 3 and result.output == "class_map" and v.max_abs_error is None
+        assert len(outp["shape"]) == 3 and result.entry.output == "class_map" and v.max_abs_error is None
     else:
         assert outp["shape"][-1] == 23 and v.max_abs_error is not None
     if quantization == "fp32" and not argmax:  # the same function in another summation order: see conftest
@@ -60,7 +60,7 @@ def test_tflite_modes_are_written_validated_and_recorded(ctx, tmp_path, quantiza
     manifest = json.loads((ctx.run.manifest_path).read_text())
     entry = next(a for a in manifest["artifacts"] if a["path"].endswith(out.name))
     assert entry["precision"] == quantization and entry["format"] == "tflite"
-    assert entry["sha256"] == result.sha256 and entry["size_bytes"] == result.size_bytes
+    assert entry["sha256"] == result.entry.sha256 and entry["size_bytes"] == result.entry.size_bytes
     assert set(entry["validation"]) >= {"pixel_agreement", "miou", "miou_reference", "max_abs_error", "samples"}
 
 
@@ -104,7 +104,7 @@ def test_float_head_needs_int8(tiny_run, blocks_dir, tmp_path):
 
 
 def test_quantized_files_are_smaller(ctx, tmp_path):
-    sizes = {q: ctx.export(ExportSpec("tflite", q), tmp_path / f"{q}.tflite", calibration_samples=20).size_bytes
+    sizes = {q: ctx.export(ExportSpec("tflite", q), tmp_path / f"{q}.tflite", calibration_samples=20).entry.size_bytes
              for q in ("fp32", "fp16", "int8")}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"]
 

@@ -157,7 +157,7 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
         echo(format_table([exc.measured]))
         raise
     echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
-    echo(f"wrote {result.path} ({result.size_bytes / 1e6:.2f} MB, converted in {result.conversion_seconds:.1f}s)")
+    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in {result.entry.conversion_seconds:.1f}s)")
 
 
 @cli.command()

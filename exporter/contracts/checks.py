@@ -29,29 +29,27 @@ def items(value, where: str) -> list:
     return value
 
 
-def text(value, where: str, required: bool = False) -> str | None:
+def _scalar(value, where: str, required: bool, accepts, expected: str):
     if value is None and not required:
         return None
-    if not isinstance(value, str):
-        raise ContractError(f"{where}: expected a string, got {_kind(value)}")
+    if not accepts(value):
+        raise ContractError(f"{where}: expected {expected}, got {_kind(value)}")
     return value
+
+
+def text(value, where: str, required: bool = False) -> str | None:
+    return _scalar(value, where, required, lambda v: isinstance(v, str), "a string")
 
 
 def number(value, where: str, required: bool = False) -> float | None:
     """An int or float (NaN allowed: a metric with nothing to measure); never a bool or a string."""
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ContractError(f"{where}: expected a number, got {_kind(value)}")
-    return float(value)
+    value = _scalar(value, where, required, lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+                    "a number")
+    return None if value is None else float(value)
 
 
 def integer(value, where: str, required: bool = False) -> int | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ContractError(f"{where}: expected an integer, got {_kind(value)}")
-    return value
+    return _scalar(value, where, required, lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
 
 
 def flag(value, where: str, default: bool = False) -> bool:

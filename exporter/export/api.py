@@ -34,7 +34,7 @@ VALIDATING_RUNTIME = {ArtifactFormat.TFLITE: "litert", ArtifactFormat.ONNX: "onn
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What an export wrote (its manifest entry, path absolute) and what validation measured."""
+    """What an export wrote: the file, its manifest entry (sizes, hash, validation), notes for the user."""
 
     path: Path
     entry: ArtifactEntry
@@ -43,22 +43,6 @@ class ExportResult:
     @property
     def validation(self) -> ValidationResult:
         return self.entry.validation
-
-    @property
-    def size_bytes(self) -> int:
-        return self.entry.size_bytes
-
-    @property
-    def sha256(self) -> str:
-        return self.entry.sha256
-
-    @property
-    def output(self) -> str:
-        return self.entry.output
-
-    @property
-    def conversion_seconds(self) -> float:
-        return self.entry.conversion_seconds
 
 
 def load_keras_model(path: str | Path):

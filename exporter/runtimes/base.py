@@ -179,6 +179,8 @@ class Runtime(ABC):
         self.threads: int | None = None
         self._input: dict | None = None
         self._output: dict | None = None
+        self._providers: list[str] = []
+        self._precision: str | None = None
 
     @classmethod
     def available(cls) -> str | None:
@@ -227,12 +229,16 @@ class Runtime(ABC):
         return dict(self._output)
 
     def providers(self) -> list[str]:
-        """What executes the model (ORT providers, LiteRT delegate, OpenVINO device, TF device)."""
-        return []
+        """What executes the model (ORT providers, LiteRT delegate, OpenVINO device, TF device), set by ``load``."""
+        return list(self._providers) if self._input is not None else []
 
     def precision(self) -> str | None:
         """The precision that actually ran, where the runtime says (e.g. OpenVINO's inference precision)."""
-        return None
+        return self._precision if self._input is not None else None
+
+    def details(self) -> dict:
+        """Facts only this adapter knows (cached batches, notes), added to ``info``."""
+        return {}
 
     def info(self) -> dict:
         """Runtime, version, device, threads, providers, precision, and the model's I/O."""
@@ -247,6 +253,7 @@ class Runtime(ABC):
             "model": str(self.path),
             "input": self.input_details(),
             "output": self.output_details(),
+            **self.details(),
         }
 
 

@@ -90,6 +90,9 @@ class KerasRuntime(Runtime):
         self._output = tensor_details(out_shape, out_dtype, name=model.outputs[0].name)
         kind_shape = [d if d is not None else -1 for d in out_shape]
         self._output["kind"] = "class_map" if is_class_map(kind_shape, out_dtype) else "logits"
+        self._providers = [self._tf_device]
+        policy = getattr(model, "dtype_policy", None)
+        self._precision = getattr(policy, "name", None) or "float32"
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._require_loaded()
@@ -100,18 +103,6 @@ class KerasRuntime(Runtime):
             raw = self._model.predict_on_batch(images)
         return decode_output(np.asarray(raw))
 
-    def providers(self) -> list[str]:
-        return [self._tf_device] if self._model is not None else []
-
-    def precision(self) -> str | None:
-        if self._model is None:
-            return None
-        policy = getattr(self._model, "dtype_policy", None)
-        return getattr(policy, "name", None) or "float32"
-
-    def info(self) -> dict:
-        info = super().info()
-        info["keras_version"] = distribution_version("keras")
-        if self._threads_note:
-            info["threads_note"] = self._threads_note
-        return info
+    def details(self) -> dict:
+        return {"keras_version": distribution_version("keras"),
+                **({"threads_note": self._threads_note} if self._threads_note else {})}

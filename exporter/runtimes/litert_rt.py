@@ -81,8 +81,6 @@ class LiteRTRuntime(Runtime):
         self._base_batch = 1
         self._resizable = True
         self._delegate_name: str | None = None
-        self._providers: list[str] = []
-        self._precision: str | None = None
 
     # -- loading ---------------------------------------------------------------------------------------
     def _gpu_delegate(self):
@@ -189,14 +187,5 @@ class LiteRTRuntime(Runtime):
             raw = raw[:batch]
         return decode_output(raw, self._output["scale"], self._output["zero_point"])
 
-    def providers(self) -> list[str]:
-        return list(self._providers)
-
-    def precision(self) -> str | None:
-        return self._precision
-
-    def info(self) -> dict:
-        info = super().info()
-        info["batch_resizable"] = self._resizable
-        info["cached_batches"] = sorted(self._interpreters)
-        return info
+    def details(self) -> dict:
+        return {"batch_resizable": self._resizable, "cached_batches": sorted(self._interpreters)}

@@ -65,7 +65,6 @@ class OnnxRuntime(Runtime):
         self._session = None
         self._input_name: str | None = None
         self._output_name: str | None = None
-        self._providers: list[str] = []
 
     def version(self) -> str:
         version = super().version()
@@ -100,6 +99,7 @@ class OnnxRuntime(Runtime):
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, …)
             raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
         self._providers = list(session.get_providers())
+        self._precision = "as exported"
         if device == "gpu" and not set(self._providers) & set(GPU_PROVIDERS):
             raise RuntimeUnavailable(f"no GPU: onnxruntime fell back to {self._providers}")
         inputs, outputs = session.get_inputs(), session.get_outputs()
@@ -133,9 +133,3 @@ class OnnxRuntime(Runtime):
                               self._input["zero_point"])
         (raw,) = self._session.run([self._output_name], {self._input_name: data})
         return decode_output(raw)
-
-    def providers(self) -> list[str]:
-        return list(self._providers)
-
-    def precision(self) -> str | None:
-        return None if self._input is None else "as exported"

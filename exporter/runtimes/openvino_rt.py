@@ -146,7 +146,6 @@ class OpenVINORuntime(Runtime):
         self._config: dict = {}
         self._compiled: dict[int, tuple[object, object]] = {}
         self._quantized_graph = False
-        self._precision: str | None = None
         self._ov_device = "CPU"
 
     def _compile(self, batch: int):
@@ -210,6 +209,7 @@ class OpenVINORuntime(Runtime):
             raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
         precision = compiled.get_property("INFERENCE_PRECISION_HINT")
         self._precision = precision.get_type_name() if hasattr(precision, "get_type_name") else str(precision)
+        self._providers = [self._ov_device]
         if self.threads is None:
             self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
 
@@ -222,14 +222,5 @@ class OpenVINORuntime(Runtime):
         raw = request.get_output_tensor(0).data.copy()
         return decode_output(raw, self._output["scale"], self._output["zero_point"])
 
-    def providers(self) -> list[str]:
-        return [self._ov_device] if self._input is not None else []
-
-    def precision(self) -> str | None:
-        return self._precision
-
-    def info(self) -> dict:
-        info = super().info()
-        info["quantized_graph"] = self._quantized_graph
-        info["compiled_batches"] = sorted(self._compiled)
-        return info
+    def details(self) -> dict:
+        return {"quantized_graph": self._quantized_graph, "compiled_batches": sorted(self._compiled)}
