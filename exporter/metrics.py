@@ -17,7 +17,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     return np.bincount(index, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def per_class_iou(confusion: np.ndarray) -> np.ndarray:
+def iou_per_class(confusion: np.ndarray) -> np.ndarray:
     """IoU per class; NaN for a class absent from both labels and predictions."""
     true_pos = np.diag(confusion).astype(np.float64)
     union = confusion.sum(0) + confusion.sum(1) - true_pos
@@ -27,7 +27,7 @@ def per_class_iou(confusion: np.ndarray) -> np.ndarray:
 
 def mean_iou(confusion: np.ndarray) -> float:
     """Mean IoU over the classes present in labels or predictions."""
-    iou = per_class_iou(confusion)
+    iou = iou_per_class(confusion)
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
@@ -84,7 +84,7 @@ def score(
     """Score logits or a class map against labels, and against a reference output if given."""
     predicted = to_class_map(output)
     confusion = confusion_matrix(labels, predicted, n_classes)
-    iou = per_class_iou(confusion)
+    iou = iou_per_class(confusion)
     agree = max_err = None
     if reference is not None:
         agree = agreement(predicted, to_class_map(reference))

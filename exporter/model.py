@@ -1,4 +1,4 @@
-"""The seed's U-Net (``seed/U-Net.md``): conv_block, upsampling_block, unet_model — logits out."""
+"""The seed's U-Net (docs/architecture.md, "The model"): conv_block, upsampling_block, unet_model — logits out."""
 
 from __future__ import annotations
 
@@ -76,12 +76,3 @@ def build_unet(
                                 kernel_initializer="he_normal")(ublock9)
     conv10 = keras.layers.Conv2D(n_classes, 1, padding="same")(conv9)
     return keras.Model(inputs=inputs, outputs=conv10, name="unet")
-
-
-def layer_summary(model: keras.Model) -> list[tuple[str, tuple, int]]:
-    """(layer class, output shape, parameter count) per layer: the seed's summary, comparable."""
-    rows = []
-    for layer in model.layers:
-        shape = layer.output.shape if hasattr(layer, "output") else None
-        rows.append((type(layer).__name__, tuple(shape) if shape is not None else (), layer.count_params()))
-    return rows

@@ -274,9 +274,8 @@ def train(
             commit(epoch, logs or {}, time.perf_counter() - self.started)
 
     if state["epoch"] < config.epochs:
-        # One fit over a repeated data set, committing in a callback: a fit per epoch would destroy a
-        # tf.data iterator per epoch, and on this 2-core machine that blocked for up to 10 s while
-        # training (epochs took 20.5 s instead of 10.5 s, at random).
+        # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
+        # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
         steps = -(-len(train_frames) // config.batch_size)
         train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed).repeat()
         model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,

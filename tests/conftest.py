@@ -1,4 +1,11 @@
-"""Shared test helpers: tiny CARLA-layout data sets and a tiny trained model, built once per session."""
+"""Shared test helpers: one frame generator, tiny CARLA-layout data sets, and ONE tiny trained model.
+
+The tiny model (``tiny_run``: the seed U-Net at n_filters=4, 32×32, 23 classes, trained by our own
+``train`` on ``blocks_dir``) is the only model trained in the suite (test_train trains its own runs to test
+training). ``tiny_artifacts`` converts it once with the library's converters, for the runtime and metadata
+tests. Markers: ``slow`` (trains, converts or runs a subprocess for more than a few seconds) and ``gpu``
+(skipped where no GPU is present); ``make test`` runs everything, ``pytest -m "not slow"`` the quick part.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,25 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))
+
+SLOW_FIXTURES = {"tiny_run", "tiny_artifacts", "exported_run"}  # each trains or converts the tiny model
+
+
+def gpu_present() -> str | None:
+    """None if this machine shows a GPU device node, else why the gpu tests are skipped."""
+    nodes = [*Path("/dev").glob("nvidia[0-9]*"), *Path("/dev/dri").glob("renderD*")] if Path("/dev").is_dir() else []
+    return None if nodes else "no GPU on this machine (no /dev/nvidia* or /dev/dri/renderD* device)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow``: every test that needs the trained tiny model; ``gpu`` tests skip cleanly without a GPU."""
+    no_gpu = gpu_present()
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if no_gpu and item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.skip(reason=no_gpu))
+
 
 TINY_SIZE = (32, 32)
 TINY_CLASSES = 23
@@ -62,26 +88,34 @@ def synth_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def blocks_dir(tmp_path_factory) -> Path:
-    """96 learnable 32×32 frames: 8×8 blocks of seven CARLA classes in their palette colours, with noise.
+BLOCK_CLASSES = (1, 4, 7, 8, 9, 10, 13)  # building, pedestrian, road, sidewalk, vegetation, vehicles, sky
 
-    A tiny model learns these to ~95% pixel accuracy in seconds, so quantization tests see real logit
-    margins instead of near-ties (synthetic driving scenes need far more steps at this size).
-    """
+
+def block_frames(count: int, seed: int, size: tuple[int, int] = TINY_SIZE, block: int = 8,
+                 noise: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable uint8 frames N×H×W×3 and class masks N×H×W: block×block squares of seven CARLA classes in
+    their palette colours, with noise. A tiny model learns them to ~95% pixel accuracy in seconds, so
+    quantization tests see real logit margins instead of near-ties. Frames are camera bytes (k/255 exact)."""
     from exporter.classes import CARLA_PALETTE
 
-    rng = np.random.default_rng(0)
-    ids = np.array([1, 4, 7, 8, 9, 10, 13])
-    masks = ids[rng.integers(0, len(ids), (96, 4, 4))].repeat(8, 1).repeat(8, 2).astype(np.uint8)
-    noise = rng.integers(-25, 26, (96, *TINY_SIZE, 3))
-    images = np.clip(CARLA_PALETTE[masks].astype(int) + noise, 0, 255).astype(np.uint8)
+    rng = np.random.default_rng(seed)
+    ids = np.array(BLOCK_CLASSES)
+    masks = ids[rng.integers(0, len(ids), (count, size[0] // block, size[1] // block))]
+    masks = masks.repeat(block, 1).repeat(block, 2).astype(np.uint8)
+    jitter = rng.integers(-noise, noise + 1, (count, *size, 3))
+    return np.clip(CARLA_PALETTE[masks].astype(int) + jitter, 0, 255).astype(np.uint8), masks
+
+
+@pytest.fixture(scope="session")
+def blocks_dir(tmp_path_factory) -> Path:
+    """96 block frames (see ``block_frames``) in the CARLA layout, masks with noise in green and blue."""
+    images, masks = block_frames(96, seed=0)
     return write_carla(tmp_path_factory.mktemp("blocks"), images, masks, gb_noise=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, blocks_dir) -> Path:
-    """A run folder holding a tiny U-Net (n_filters=4, 32×32, 23 classes) trained on blocks_dir."""
+    """A run folder holding the tiny U-Net (n_filters=4, 32×32, 23 classes) trained on blocks_dir."""
     from exporter.train import TrainConfig, train
 
     run_dir = tmp_path_factory.mktemp("run")
@@ -89,3 +123,70 @@ def tiny_run(tmp_path_factory, blocks_dir) -> Path:
                          n_classes=TINY_CLASSES, val_split=0.25, seed=0)
     train(blocks_dir, run_dir, config, log=None, verbose=0)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tiny_run, tmp_path_factory) -> dict:
+    """The tiny model converted by the library, once: fp32.tflite, int8.tflite (full integer, uint8 camera
+    bytes in, uint8 out), argmax.tflite (fp32, class map out), fp32.onnx, model.keras; three held-out block
+    frames (float, byte-exact), the Keras reference logits on them, their argmax and top-2 margins."""
+    import shutil
+
+    import keras
+    import onnx
+
+    from exporter.export.calibration import select_calibration
+    from exporter.export.modes import ExportSpec
+    from exporter.export.onnx_export import convert_onnx
+    from exporter.export.tflite_export import convert_tflite
+
+    out = tmp_path_factory.mktemp("artifacts")
+    shutil.copyfile(tiny_run / "model.keras", out / "model.keras")
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    images, masks = block_frames(48, seed=1)
+    calibration = select_calibration(images.astype(np.float32) / 255.0, masks, 32)
+    (out / "fp32.tflite").write_bytes(convert_tflite(model, ExportSpec("tflite")))
+    (out / "int8.tflite").write_bytes(convert_tflite(model, ExportSpec("tflite", "int8", io="uint8"), calibration))
+    (out / "argmax.tflite").write_bytes(convert_tflite(model, ExportSpec("tflite", argmax=True)))
+    onnx.save(convert_onnx(model), out / "fp32.onnx")
+    frames = block_frames(3, seed=7)[0].astype(np.float32) / 255.0
+    reference = model.predict(frames, verbose=0)
+    classes = np.argmax(reference, axis=-1)
+    assert len(np.unique(classes)) >= 3, "the tiny model must predict several classes"
+    np.save(out / "frames.npy", frames)
+    np.save(out / "reference.npy", reference)
+    return {"dir": out, "model": model, "calibration": calibration, "frames": frames, "reference": reference,
+            "classes": classes, "margin": top2_margin(reference)}
+
+
+def mediapipe_category_mask(model_path: str, image: np.ndarray) -> np.ndarray:
+    """Run MediaPipe's ImageSegmenter (IMAGE mode, category mask) on one H×W×3 uint8 RGB frame the size of
+    the model input; return H×W uint8."""
+    from mediapipe.tasks.metadata import schema_py_generated as tfl
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from mediapipe.tasks.python.vision import image_segmenter
+    from mediapipe.tasks.python.vision.core.image import Image, ImageFormat
+    from mediapipe.tasks.python.vision.core.vision_task_running_mode import VisionTaskRunningMode
+
+    frame = np.asarray(image)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ValueError(f"expected one H×W×3 uint8 RGB frame, got {frame.dtype} {frame.shape}")
+    model = tfl.Model.GetRootAs(Path(model_path).read_bytes(), 0)
+    subgraph = model.Subgraphs(0)
+    input_shape = tuple(int(v) for v in subgraph.Tensors(subgraph.Inputs(0)).ShapeAsNumpy())
+    if input_shape[1:3] != frame.shape[:2]:  # MediaPipe would resize, and the mask would not be ours
+        raise ValueError(f"frame is {frame.shape[:2]}, the model input {input_shape}: pass a frame of the input size")
+    options = image_segmenter.ImageSegmenterOptions(
+        base_options=BaseOptions(model_asset_path=str(model_path)),
+        running_mode=VisionTaskRunningMode.IMAGE,
+        output_confidence_masks=False,
+        output_category_mask=True,
+    )
+    with image_segmenter.ImageSegmenter.create_from_options(options) as segmenter:
+        result = segmenter.segment(Image(image_format=ImageFormat.SRGB, data=np.ascontiguousarray(frame)))
+        mask = np.array(result.category_mask.numpy_view(), dtype=np.uint8, copy=True)
+    if mask.ndim == 3 and mask.shape[-1] == 1:
+        mask = mask[..., 0]
+    if mask.shape != frame.shape[:2]:
+        raise ValueError(f"MediaPipe returned a {mask.shape} mask for a {frame.shape[:2]} frame")
+    return mask

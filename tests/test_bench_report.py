@@ -311,11 +311,11 @@ def test_latency_vs_miou_png(bench, tmp_path):
 
 def test_per_class_iou_png(bench, tmp_path):
     pytest.importorskip("matplotlib")
-    path = plots.per_class_iou(_rows(bench), class_names(N_CLASSES), tmp_path / "iou.png")
+    path = plots.per_class_iou_heatmap(_rows(bench), class_names(N_CLASSES), tmp_path / "iou.png")
     width, height = _png_size(path)
     assert width > height
     # without a Keras reference row: the IoU panel alone
-    no_reference = plots.per_class_iou(_rows(bench)[1:], class_names(N_CLASSES), tmp_path / "iou1.png")
+    no_reference = plots.per_class_iou_heatmap(_rows(bench)[1:], class_names(N_CLASSES), tmp_path / "iou1.png")
     assert _png_size(no_reference)[0] < width
 
 

@@ -125,7 +125,7 @@ def test_embedded_metadata_reads_back(ctx, tmp_path):
 @pytest.mark.parametrize("quantization,io,float_head", [("fp32", "float32", False), ("int8", "uint8", False),
                                                         ("int8", "uint8", True)])
 def test_mediapipe_image_segmenter_runs_the_exported_model(ctx, tmp_path, quantization, io, float_head):
-    from exporter.export.tflite_metadata import mediapipe_category_mask
+    from conftest import mediapipe_category_mask
     from exporter.runtimes import get_runtime
 
     path = ctx.export(ExportSpec("tflite", quantization, io=io, float_head=float_head), tmp_path / "m.tflite",

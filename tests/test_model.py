@@ -1,6 +1,15 @@
 import pytest
 
-from exporter.model import SEED_PARAMETERS, build_unet, layer_summary
+from exporter.model import SEED_PARAMETERS, build_unet
+
+
+def layer_summary(model) -> list[tuple[str, tuple, int]]:
+    """(layer class, output shape, parameter count) per layer: the seed's summary, comparable."""
+    rows = []
+    for layer in model.layers:
+        shape = layer.output.shape if hasattr(layer, "output") else None
+        rows.append((type(layer).__name__, tuple(shape) if shape is not None else (), layer.count_params()))
+    return rows
 
 
 def _config(layer):

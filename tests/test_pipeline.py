@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from exporter.bench.runner import BenchSettings
@@ -9,6 +10,8 @@ from exporter.cli.main import cli
 from exporter.export.modes import ExportSpec
 from exporter.pipeline import PipelineOptions, run_pipeline
 from exporter.train import TrainConfig
+
+pytestmark = pytest.mark.slow  # trains
 
 
 def _tiny(min_runs: int = 2):

@@ -1,8 +1,8 @@
 """Runtime adapters on real runtimes: every runtime × format it reads against the Keras reference.
 
-One tiny U-Net (32×32, n_filters=2, 5 classes) is trained briefly on structured scenes so that its argmax
-varies across pixels, then saved as .keras, converted to TFLite fp32, TFLite full int8 (uint8 in, int8 out),
-TFLite fp32 with an in-graph argmax and ONNX fp32 — once, for the whole module.
+The artifacts are the suite's one tiny model (conftest ``tiny_run``) converted by the library's own
+converters (conftest ``tiny_artifacts``): TFLite fp32, TFLite full int8 (uint8 in and out), TFLite fp32 with
+the in-graph argmax, ONNX fp32.
 """
 
 from __future__ import annotations
@@ -18,29 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import fp32_tolerance, top2_margin
+from conftest import fp32_tolerance
 from exporter.bench.environment import int8_dot_product
 from exporter.runtimes import RUNTIMES, ModelLoadError, RuntimeUnavailable, get_runtime, runtimes_for
 from exporter.runtimes.base import decode_output, quantize_input
 
-SIZE, CLASSES = 32, 5
-PALETTE = np.array([[0.1, 0.1, 0.1], [0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.9, 0.9, 0.2]],
-                   np.float32)
+SIZE, CLASSES = 32, 23
 FP32_PAIRS = [("keras", "model.keras"), ("litert", "fp32.tflite"), ("openvino", "fp32.tflite"),
               ("onnxruntime", "fp32.onnx"), ("openvino", "fp32.onnx")]
 INT8_RUNTIMES = ["litert", "openvino"]
-EVERY_PAIR = [(name, artifact) for name, artifact in
-              [*FP32_PAIRS, ("litert", "int8.tflite"), ("openvino", "int8.tflite"),
-               ("litert", "argmax.tflite"), ("openvino", "argmax.tflite")]]
-
-
-def scenes(count: int, seed: int, block: int = 8) -> tuple[np.ndarray, np.ndarray]:
-    """Byte-exact frames (k/255): 8×8 blocks of five noisy colours, one class per colour, all classes alike."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, CLASSES, (count, SIZE // block, SIZE // block)).repeat(block, 1).repeat(block, 2)
-    frames = PALETTE[labels] + rng.normal(0, 0.05, (count, SIZE, SIZE, 3)).astype(np.float32)
-    frames = np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
-    return frames.astype(np.float32) / 255.0, labels
+EVERY_PAIR = [*FP32_PAIRS, ("litert", "int8.tflite"), ("openvino", "int8.tflite"), ("litert", "argmax.tflite"),
+              ("openvino", "argmax.tflite")]
 
 
 @pytest.fixture(autouse=True)
@@ -50,59 +38,8 @@ def _openvino_home(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """The trained tiny model's artifacts, the test frames and the Keras reference logits."""
-    import keras
-    import tensorflow as tf
-    import tf2onnx
-
-    from exporter.fileio import quiet
-    from exporter.model import build_unet
-
-    out = tmp_path_factory.mktemp("runtimes")
-    keras.utils.set_random_seed(0)
-    model = build_unet((SIZE, SIZE, 3), n_filters=2, n_classes=CLASSES)
-    train_x, train_y = scenes(96, seed=1)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(train_x, train_y, epochs=5, batch_size=16, verbose=0)
-    model.save(out / "model.keras")
-
-    def convert(source, int8: bool = False) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_keras_model(source)
-        if int8:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([train_x[i:i + 1]] for i in range(32))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            converter.inference_output_type = tf.int8
-        with quiet():
-            return converter.convert()
-
-    class ClassMap(keras.layers.Layer):
-        def call(self, logits):
-            return tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape[:-1]
-
-    with_argmax = keras.Model(model.inputs, ClassMap()(model.outputs[0]))
-    (out / "fp32.tflite").write_bytes(convert(model))
-    (out / "int8.tflite").write_bytes(convert(model, int8=True))
-    (out / "argmax.tflite").write_bytes(convert(with_argmax))
-    signature = [tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="image")]
-    with quiet():
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=17)
-    (out / "fp32.onnx").write_bytes(proto.SerializeToString())
-
-    frames, labels = scenes(3, seed=7)
-    reference = model.predict(frames, verbose=0)
-    np.save(out / "frames.npy", frames)
-    np.save(out / "reference.npy", reference)
-    classes = np.argmax(reference, axis=-1)
-    assert len(np.unique(classes)) >= 3, "the tiny model must predict several classes"
-    return {"dir": out, "frames": frames, "reference": reference, "classes": classes,
-            "margin": top2_margin(reference)}
+def artifacts(tiny_artifacts):
+    return tiny_artifacts
 
 
 def loaded(name: str, artifacts, artifact: str, threads: int | None = 1):
@@ -149,11 +86,12 @@ def test_fp32_artifacts_match_keras_for_batch_1_and_3(artifacts, name, artifact)
 def int8_error_bound(name: str) -> float:
     """Largest error, in output quantization steps, that an int8 runtime may show here against Keras.
 
-    LiteRT's kernels, and every runtime on a CPU with VNNI (or on Arm), stay within a few steps (max 2.7
-    measured on AVX-512 VNNI and on an emulated AVX2 CPU). Without VNNI, OpenVINO's int8 kernels (and ONNX
-    Runtime's u8×s8 ones) add pairs of u8×s8 products in 16 bits with VPMADDUBSW, which saturates: max 11.5
-    steps on a real AVX2 EPYC, 15.3 under `qemu-x86_64 -cpu EPYC-Milan`, mean still ~0.5. That is the CPU,
-    not the file, so it is bounded, not hidden: the strict bound stays wherever the instruction set allows it.
+    LiteRT's kernels, and every runtime on a CPU with VNNI (or on Arm), stay within a few steps (max 2.4 for
+    the tiny model, on AVX-512 VNNI and on an emulated AVX2 CPU alike). Without VNNI, OpenVINO's int8
+    kernels (and ONNX Runtime's u8×s8 ones) add pairs of u8×s8 products in 16 bits with VPMADDUBSW, which
+    saturates: max 12.3 steps under `qemu-x86_64 -cpu EPYC-Milan` (11.5 on a real AVX2 EPYC for another
+    tiny model), mean still ~0.5. That is the CPU, not the file, so it is bounded, not hidden: the strict
+    bound stays wherever the instruction set allows it.
     """
     return 32.0 if name == "openvino" and int8_dot_product() == "vpmaddubsw" else 6.0
 
@@ -163,7 +101,7 @@ def test_int8_uint8_io_model_is_close_to_keras(artifacts, name):
     runtime = loaded(name, artifacts, "int8.tflite")
     inp, out = runtime.input_details(), runtime.output_details()
     assert inp["dtype"] == "uint8" and inp["scale"] == pytest.approx(1 / 255) and inp["zero_point"] == 0
-    assert out["dtype"] == "int8" and out["scale"] > 0 and out["kind"] == "logits"
+    assert out["dtype"] == "uint8" and out["scale"] > 0 and out["kind"] == "logits"
     if name == "openvino":  # f32 everywhere: the quantized parts still run in int8
         assert runtime.info()["precision"] == "f32" and runtime.info()["quantized_graph"] is True
     reference, bound = artifacts["reference"], int8_error_bound(name)
@@ -176,7 +114,8 @@ def test_int8_uint8_io_model_is_close_to_keras(artifacts, name):
             warnings.warn(f"{name} int8 on a CPU without VNNI ({int8_dot_product()}): max error "
                           f"{steps.max():.1f} output steps (6 with VNNI), mean {np.mean(steps):.2f}", stacklevel=1)
         same = np.argmax(logits, -1) == artifacts["classes"][:batch]
-        decisive = artifacts["margin"][:batch] > bound * out["scale"]  # Keras top-2 gap over the bound
+        decisive = artifacts["margin"][:batch] > 6 * out["scale"]  # Keras top-2 gap over 6 output steps
+        assert decisive.sum() > 100, "the tiny model must have clear-cut pixels"
         assert np.mean(same) > 0.95 and np.mean(same[decisive]) > 0.99, (np.mean(same), np.mean(same[decisive]))
 
 
@@ -281,6 +220,20 @@ def test_gpu_is_unavailable_here_or_really_runs(artifacts, name, artifact):
         assert str(exc).strip() and "\n" not in str(exc)
         return
     logits = runtime.predict(artifacts["frames"][:1])  # a machine with a GPU: it must then really work
+    assert runtime.info()["device"] == "gpu"
+    assert np.mean(np.argmax(logits, -1) == artifacts["classes"][:1]) > 0.99
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
+def test_each_runtime_runs_fp32_on_the_gpu_when_it_offers_one(artifacts, name, artifact):
+    """On a machine with a GPU: a runtime that has a GPU route must run there and agree with the reference."""
+    runtime = get_runtime(name)
+    try:
+        runtime.load(artifacts["dir"] / artifact, device="gpu")
+    except RuntimeUnavailable as exc:
+        pytest.skip(f"{name}: {exc}")
+    logits = runtime.predict(artifacts["frames"][:1])
     assert runtime.info()["device"] == "gpu"
     assert np.mean(np.argmax(logits, -1) == artifacts["classes"][:1]) > 0.99
 

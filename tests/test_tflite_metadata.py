@@ -1,7 +1,8 @@
 """TFLite metadata: written with MediaPipe's writers, read back, run by MediaPipe's ImageSegmenter.
 
-A tiny U-Net (32×32, 5 classes) is trained briefly on blocky colour frames so that its argmax varies
-across pixels (checked), then converted to fp32 and to full int8 with uint8 input.
+The models are the suite's tiny model (conftest ``tiny_artifacts``) converted by the library: fp32, full
+int8 with uint8 camera-byte input (uint8 out; int8 out via TensorFlow's I/O rewrite; float out with the
+float head), and fp32 with the in-graph argmax.
 """
 
 from __future__ import annotations
@@ -10,30 +11,21 @@ import io
 import json
 import subprocess
 import sys
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import block_frames, mediapipe_category_mask
+from exporter.classes import class_names
+from exporter.export import mediapipe_compat
 from exporter.export import tflite_metadata as tm
 
 pytest.importorskip("mediapipe")
 
-SIZE, CLASSES = 32, 5
-LABELS = ["road", "car", "sky", "tree", "house"]
-PROTOTYPES = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], np.float32)
-
-
-def blocky_frames(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Float frames in [0, 1] (exact 0 and 1 included) made of 8×8 colour blocks, and their block classes."""
-    rng = np.random.default_rng(seed)
-    classes = rng.integers(0, CLASSES, (count, SIZE // 8, SIZE // 8)).repeat(8, 1).repeat(8, 2)
-    frames = PROTOTYPES[classes] * 0.7 + 0.15 + rng.normal(0, 0.1, (count, SIZE, SIZE, 3))
-    frames = np.clip(frames, 0, 1).astype(np.float32)
-    frames[:, 0, 0], frames[:, -1, -1] = 0.0, 1.0
-    return frames, classes
+SIZE = 32
+LABELS = class_names(23)
 
 
 def run_litert(model: bytes, frame: np.ndarray) -> np.ndarray:
@@ -50,54 +42,28 @@ def run_litert(model: bytes, frame: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def models() -> dict[str, bytes]:
-    import keras
+def models(tiny_artifacts) -> dict[str, bytes]:
     import tensorflow as tf
+    from tensorflow.lite.python import util as tflite_util
 
-    from exporter.fileio import quiet
-    from exporter.model import build_unet
+    from exporter.export.modes import ExportSpec
+    from exporter.export.tflite_export import convert_tflite
 
-    x, y = blocky_frames(128, seed=0)
-    keras.utils.set_random_seed(0)
-    model = build_unet((SIZE, SIZE, 3), n_filters=2, n_classes=CLASSES, dropout=0.0)
-    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, epochs=20, batch_size=16, verbose=0)
-
-    def convert(source, output_type=None, int8=True) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_keras_model(source)
-        if int8:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([x[i:i + 1]] for i in range(16))
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.uint8
-            if output_type is not None:
-                converter.inference_output_type = output_type
-        with quiet(), warnings.catch_warnings():
-            # "Statistics for quantized inputs were expected": the representative data set provides them
-            warnings.simplefilter("ignore", UserWarning)
-            return converter.convert()
-
-    class ClassMap(keras.layers.Layer):  # the exporter's argmax variant: N×H×W uint8 class ids
-        def call(self, logits):
-            return tf.cast(tf.math.argmax(logits, axis=-1, output_type=tf.int32), tf.uint8)
-
-        def compute_output_shape(self, input_shape):
-            return input_shape[:-1]
-
-    argmax_model = keras.Model(model.inputs, ClassMap()(model.outputs[0]))
+    folder, model, calibration = tiny_artifacts["dir"], tiny_artifacts["model"], tiny_artifacts["calibration"]
+    int8_float_io = convert_tflite(model, ExportSpec("tflite", "int8"), calibration)
     return {
-        "fp32": convert(model, int8=False),
-        "int8_uint8_out": convert(model, tf.uint8),
-        "int8_int8_out": convert(model, tf.int8),
-        "int8_float32_out": convert(model, tf.float32),
-        "argmax_fp32": convert(argmax_model, int8=False),
+        "fp32": (folder / "fp32.tflite").read_bytes(),
+        "int8_uint8_out": (folder / "int8.tflite").read_bytes(),
+        "int8_int8_out": bytes(tflite_util.modify_model_io_type(int8_float_io, tf.uint8, tf.int8)),
+        "int8_float32_out": convert_tflite(model, ExportSpec("tflite", "int8", io="uint8", float_head=True),
+                                           calibration),
+        "argmax_fp32": (folder / "argmax.tflite").read_bytes(),
     }
 
 
 @pytest.fixture(scope="module")
 def test_frames() -> np.ndarray:
-    frames, _ = blocky_frames(6, seed=5)
-    return (frames * 255).round().astype(np.uint8)
+    return block_frames(6, seed=5)[0]
 
 
 def _with_metadata(model: bytes, **kwargs) -> bytes:
@@ -179,7 +145,7 @@ def test_mediapipe_category_mask_matches_litert_argmax(models, test_frames, tmp_
     path.write_bytes(tagged)
     agreement = []
     for frame in test_frames:
-        mask = tm.mediapipe_category_mask(str(path), frame)
+        mask = mediapipe_category_mask(str(path), frame)
         assert mask.shape == (SIZE, SIZE) and mask.dtype == np.uint8
         agreement.append(np.mean(mask == run_litert(tagged, frame).argmax(-1)))
     assert min(agreement) >= 0.999, agreement
@@ -191,8 +157,8 @@ def test_softmax_activation_is_recorded_and_keeps_the_category_mask(models, test
     softmax.write_bytes(_with_metadata(models["fp32"], activation="softmax"))
     meta = tm.read_metadata(softmax.read_bytes())
     assert meta["activation"] == "softmax" and meta["min_parser_version"] == "1.5.0"
-    assert np.array_equal(tm.mediapipe_category_mask(str(plain), test_frames[0]),
-                          tm.mediapipe_category_mask(str(softmax), test_frames[0]))
+    assert np.array_equal(mediapipe_category_mask(str(plain), test_frames[0]),
+                          mediapipe_category_mask(str(softmax), test_frames[0]))
 
 
 def test_argmax_model_runs_in_mediapipe_but_its_category_mask_is_meaningless(models, test_frames, tmp_path):
@@ -203,7 +169,7 @@ def test_argmax_model_runs_in_mediapipe_but_its_category_mask_is_meaningless(mod
     frame = test_frames[0]
     class_map = run_litert(tagged, frame)
     assert class_map.shape == (SIZE, SIZE) and len(np.unique(class_map)) >= 3
-    mask = tm.mediapipe_category_mask(str(path), frame)
+    mask = mediapipe_category_mask(str(path), frame)
     assert len(np.unique(mask)) == 1
     assert np.mean(mask == class_map) < 0.5
 
@@ -211,7 +177,7 @@ def test_argmax_model_runs_in_mediapipe_but_its_category_mask_is_meaningless(mod
 def test_bad_inputs_are_refused(models, tmp_path, test_frames):
     with pytest.raises(ValueError, match="normalization"):
         tm.add_segmenter_metadata(models["fp32"], LABELS, name="n", description="d", normalization=None)
-    with pytest.raises(ValueError, match="4 labels for 5 output channels"):
+    with pytest.raises(ValueError, match="4 labels for 23 output channels"):
         tm.add_segmenter_metadata(models["fp32"], LABELS[:4], name="n", description="d")
     with pytest.raises(ValueError, match="single lines"):
         tm.add_segmenter_metadata(models["fp32"], ["a\nb", *LABELS[1:]], name="n", description="d")
@@ -220,13 +186,13 @@ def test_bad_inputs_are_refused(models, tmp_path, test_frames):
     path = tmp_path / "m.tflite"
     path.write_bytes(_with_metadata(models["fp32"]))
     with pytest.raises(ValueError, match="input size"):
-        tm.mediapipe_category_mask(str(path), np.zeros((16, 32, 3), np.uint8))
+        mediapipe_category_mask(str(path), np.zeros((16, 32, 3), np.uint8))
     with pytest.raises(ValueError, match="uint8 RGB"):
-        tm.mediapipe_category_mask(str(path), test_frames[0].astype(np.float32))
+        mediapipe_category_mask(str(path), test_frames[0].astype(np.float32))
 
 
 def test_min_parser_version_follows_the_schema_additions():
-    fb = tm._schema()
+    fb = mediapipe_compat.generated("metadata_schema_py_generated")
 
     def version(**subgraph_fields) -> str:
         import flatbuffers
@@ -238,7 +204,7 @@ def test_min_parser_version_follows_the_schema_additions():
         meta.subgraphMetadata = [subgraph]
         builder = flatbuffers.Builder(0)
         builder.Finish(meta.Pack(builder), b"M001")
-        return tm.min_parser_version(builder.Output())
+        return mediapipe_compat.min_parser_version(builder.Output())
 
     def file(**fields):
         f = fb.AssociatedFileT()
@@ -282,9 +248,9 @@ def test_the_version_stand_in_is_registered_only_for_the_missing_module(models):
     import importlib.util
 
     tm.add_segmenter_metadata(models["fp32"], LABELS, name="n", description="d")
-    module = sys.modules[tm._VERSION_MODULE]
+    module = sys.modules[mediapipe_compat.VERSION_MODULE]
     if "Stand-in" in (module.__doc__ or ""):
-        assert module.GetMinimumMetadataParserVersion is tm.min_parser_version
+        assert module.GetMinimumMetadataParserVersion is mediapipe_compat.min_parser_version
         assert importlib.util.find_spec("mediapipe.tasks.cc.other") is None  # no new importable modules
 
 

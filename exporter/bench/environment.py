@@ -5,24 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-from importlib import metadata
+
+from exporter.runtimes.base import distribution_version
 
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
                      "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "neon")
-RUNTIME_PACKAGES = {"tensorflow": "tensorflow", "keras": "keras", "litert": "ai-edge-litert", "onnxruntime": "onnxruntime",
-                    "openvino": "openvino", "numpy": "numpy"}
-
-
-def package_version(distribution: str) -> str | None:
-    """Installed version of a distribution, without importing it (None if absent)."""
-    for name in (distribution, distribution.replace("-", "_")):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    if distribution == "onnxruntime":
-        return package_version("onnxruntime-gpu") if distribution != "onnxruntime-gpu" else None
-    return None
+RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",),
+                    "litert": ("ai-edge-litert",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+                    "openvino": ("openvino",), "numpy": ("numpy",)}
 
 
 def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
@@ -98,7 +88,7 @@ def describe(label: str | None = None) -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "host": platform.node(),
-        "runtime_versions": {k: v for k, d in RUNTIME_PACKAGES.items() if (v := package_version(d))},
+        "runtime_versions": {k: v for k, names in RUNTIME_PACKAGES.items() if (v := distribution_version(*names))},
         "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if label:

@@ -167,7 +167,7 @@ def latency_vs_miou(results: list[BenchRow], path) -> Path:
     return _save(fig, path)
 
 
-def per_class_iou(results: list[BenchRow], class_names: list[str], path) -> Path:
+def per_class_iou_heatmap(results: list[BenchRow], class_names: list[str], path) -> Path:
     """Heatmap of per-class IoU per ok row (one row per artifact@runtime[/device]), beside its delta vs the reference.
 
     Only classes with an IoU in some row are shown; the reference row comes first.
@@ -324,7 +324,7 @@ def write_plots(bench: BenchResult, out_dir, class_names: list[str], eval_images
     out_dir = Path(out_dir)
     results = list(bench.rows)
     written = [latency_vs_miou(results, out_dir / "latency_vs_miou.png"),
-               per_class_iou(results, class_names, out_dir / "per_class_iou.png")]
+               per_class_iou_heatmap(results, class_names, out_dir / "per_class_iou.png")]
     if eval_images is None:
         return written
     root = Path(maps_root) if maps_root is not None else out_dir

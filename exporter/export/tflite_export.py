@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
 from exporter.export.modes import ExportSpec, IOType, Quantization
 from exporter.fileio import quiet
 
-DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it ran ~6x slower than fp32 in LiteRT "
-                "here, and it does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights); prefer full int8")
-INT16X8_NOTE = "int16x8 has no optimised CPU kernels here (~30x slower than fp32 in LiteRT); use it for accuracy"
+DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it runs several times slower than fp32 in "
+                "LiteRT, and it does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights); prefer full int8")
+INT16X8_NOTE = "int16x8 has no optimised CPU kernels (far slower than fp32 in LiteRT); use it for accuracy"
 
 
 def with_argmax(model):
@@ -61,7 +63,10 @@ def convert_tflite(model, spec: ExportSpec | None = None, calibration: Calibrati
         converter.representative_dataset = calibration.tflite_representative_dataset()
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    with quiet():
+    with quiet(), warnings.catch_warnings():
+        # TensorFlow warns when an integer input type is set, although the representative data set gives
+        # the statistics it asks for; the warning only confuses.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         return converter.convert()
 
 
@@ -100,8 +105,6 @@ def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) ->
     argmax. The head is 0.4% of the model's arithmetic (18 of 5,020 MFLOP per 96×128 frame), so float
     costs little.
     """
-    import warnings
-
     import tensorflow as tf
     from tensorflow.lite.python import util as tflite_util
 

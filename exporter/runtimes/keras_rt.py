@@ -7,10 +7,8 @@ TensorFlow has run anything in this process (the bench gives every runtime a fre
 it always does). If TensorFlow is already initialised with a different count, the request cannot be applied:
 the adapter keeps going and ``info()`` reports the count actually in force plus a ``threads_note``.
 
-Predict: ``model.predict_on_batch`` (a traced ``tf.function`` under the hood). Measured on the full-size
-U-Net (96×128, 32 filters) on this 2-core CPU: batch 1 — eager ``model(x, training=False)`` 94 ms,
-``predict_on_batch`` 55 ms, ``tf.function`` 52 ms, XLA ``jit_compile`` 68 ms; batch 8 — 479 / 389 / 381 /
-503 ms. ``predict_on_batch`` is as fast as a hand-made ``tf.function`` and needs no tracing code here.
+Predict: ``model.predict_on_batch`` (a traced ``tf.function`` under the hood): as fast as a hand-made
+``tf.function`` and faster than eager calls or XLA here (benchmarks/RESULTS.md, "Adapter choices").
 """
 
 from __future__ import annotations

@@ -1,23 +1,18 @@
 """OpenVINO: reads .onnx and .tflite directly (no conversion step) and runs them on CPU (or GPU if present).
 
-Facts measured on this CPU (AVX-512 with bf16), which shape this adapter:
+What shapes this adapter (figures in benchmarks/RESULTS.md, "Adapter choices"):
 
-* OpenVINO runs an fp32 model in **bf16** unless ``INFERENCE_PRECISION_HINT`` is ``f32`` (default hint:
-  bf16; logits off by ~1e-2, about 2× faster: full-size U-Net fp32 .onnx, 2 threads, ~22 ms bf16 vs ~44 ms
-  f32). Every model is compiled with ``f32`` (``PRECISION_HINT``) so that what is benchmarked is the model as
-  exported: fp32/fp16/dynamic/int16x8 models reproduce their reference, and int8 models still run their
-  quantized parts in int8 — for them bf16 vs f32 made no difference in speed beyond noise (int8 QDQ .onnx
-  ~11.6 vs ~11.7 ms; identical output), while bf16 moved int8 .tflite logits by 0.03. The precision that
-  actually ran is read back from the compiled model (``info()["precision"]``).
+* On a CPU with AVX-512 BF16, OpenVINO runs an fp32 model in **bf16** unless ``INFERENCE_PRECISION_HINT``
+  is ``f32`` (logits off by ~1e-2). Every model is compiled with ``f32`` (``PRECISION_HINT``) so that what
+  is benchmarked is the model as exported; int8 models still run their quantized parts in int8. The
+  precision that actually ran is read back from the compiled model (``info()["precision"]``).
 * For an int8/uint8 TFLite input, OpenVINO folds the input's scale/zero point into a FakeQuantize and keeps
   a u8/i8 Parameter; it silently accepts float data there. The scale and zero point are read from the
-  .tflite flatbuffer itself (a small reader below: no flatbuffers/tflite package on the device) and the
-  frames quantized explicitly; int8 logits are dequantized the same way.
+  .tflite flatbuffer itself and the frames quantized explicitly; int8 logits are dequantized the same way.
+  The reader below walks the flatbuffer by the schema's field numbers: a device with only OpenVINO has no
+  generated TFLite schema and no ``flatbuffers`` package (the host reads metadata through the schema).
 * Batch: the read model has a dynamic batch for both .tflite and .onnx. It is reshaped to a static N and
-  compiled once per batch size (cached by N; compiling takes ~0.05–0.1 s): static shapes ran faster at
-  batch 1 (full-size fp32 .onnx ~23 ms static vs ~38 ms dynamic; int8 .tflite 6.8 vs 7.5 ms).
-
-(Timings from a shared 2-core AVX-512/bf16 VM, so noisy; the ratios are what matter.)
+  compiled once per batch size (cached by N): static shapes ran faster at batch 1.
 
 Threads → ``INFERENCE_NUM_THREADS`` (``None`` = the plugin's default, read back and reported).
 OpenVINO's runtime writes no telemetry; its Python tools may (under ``$HOME``), which tests redirect.
