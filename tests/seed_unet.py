@@ -1,4 +1,5 @@
-"""The seed's unet_model, copied verbatim from seed/U-Net.md (only imports added): the test oracle."""
+"""The seed's unet_model (the classic Keras U-Net exercise, docs/architecture.md "The model"), copied verbatim from
+its notes (only imports added): the test oracle."""
 # ruff: noqa
 import tensorflow as tf
 from tensorflow.keras.layers import Conv2D, Conv2DTranspose, Input, concatenate
