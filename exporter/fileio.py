@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ _UMASK = _read_umask()  # once, at import: os.umask can only be read by setting 
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temp path beside ``final``; on success flush it to disk and rename it into place, on error delete it.
 
+    The temp file is named ``.NAME.PID.random…``: a process killed mid-write (SIGKILL runs no cleanup) leaves
+    it behind, and the next write to the same name removes it once that PID is gone.
+
     A folder that cannot be created or written, or a write that fails (disk full), is a ``UserError``
     naming ``final`` (exit 2 at the CLI). The file gets the usual permissions (0666 less the umask),
     not ``mkstemp``'s owner-only 0600.
@@ -33,8 +37,9 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final = Path(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(final)
         fd, tmp = tempfile.mkstemp(
-            prefix=f".{final.name}.", suffix=suffix if suffix is not None else final.suffix + ".tmp",
+            prefix=f".{final.name}.{os.getpid()}.", suffix=suffix if suffix is not None else final.suffix + ".tmp",
             dir=final.parent,
         )
     except OSError as exc:
@@ -56,6 +61,64 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but not ours (PermissionError), or cannot tell: keep its files
+        return True
+    return True
+
+
+def remove_stale_temp_files(final: str | os.PathLike) -> list[Path]:
+    """Delete temp files of earlier atomic writes to ``final`` whose writing process no longer runs."""
+    final = Path(final)
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(\d+)\.")
+    removed = []
+    try:
+        candidates = [p for p in final.parent.iterdir() if pattern.match(p.name)]
+    except OSError:
+        return removed
+    for path in candidates:
+        if not _process_alive(int(pattern.match(path.name).group(1))):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) held while the block runs, for read-change-write of shared files.
+
+    Every process that updates the file takes the same lock file first, so concurrent updates serialise
+    instead of losing each other's changes. Where ``fcntl`` does not exist (Windows) the block runs unlocked.
+    """
+    from exporter.errors import UserError
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the block
+    except OSError as exc:
+        raise UserError(f"{path}: cannot lock ({exc.strerror or exc})") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_writable(final: str | os.PathLike) -> Path:

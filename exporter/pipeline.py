@@ -19,7 +19,7 @@ from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
 from exporter.export.modes import ExportSpec
 from exporter.fileio import read_json, sha256_file, write_json_atomic
-from exporter.train import TrainConfig
+from exporter.train import TrainConfig, read_training_state
 
 DEFAULT_EXPORTS = (
     ExportSpec("tflite", "fp32"),
@@ -143,7 +143,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     if not stages.done("train", train_key, [run.model]):
         started = time.perf_counter()
         resumable = not force and run.training_state.exists() and \
-            read_json(run.training_state, "training checkpoint state").get("config") == config.identity()
+            read_training_state(run.training_state).get("config") == config.identity()
         result = train(data_dir, run.path, config, resume=resumable, overwrite=not resumable, log=log,
                        verbose=verbose)
         stages.record("train", train_key, started, best_epoch=result.best_epoch,

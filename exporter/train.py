@@ -14,6 +14,8 @@ import numpy as np
 
 from exporter import metrics
 from exporter.classes import class_names
+from exporter.contracts import checks
+from exporter.contracts.checks import ContractError
 from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
 from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
@@ -126,6 +128,35 @@ TEMP_PREFIXES = (".epoch_", ".last.keras.", ".state.json.", ".model.keras.", ".c
                  ".training_curves.png.")
 
 
+STATE_NUMBERS = ("best_val_miou", "best_val_pixel_accuracy")
+
+
+def read_training_state(path: Path) -> dict:
+    """checkpoint/state.json, checked: a damaged or hand-edited one is a one-line UserError naming it.
+
+    Checkpoint names must be checkpoint files of this folder (``epoch_NNNN.keras``): a name with a path in it
+    would make resume read or promote a file outside the run.
+    """
+    state = read_json(path, "training checkpoint state")
+    try:
+        for name in ("epoch", "best_epoch"):
+            if checks.integer(state.get(name), name, required=True) < 0:
+                raise ContractError(f"{name}: negative")
+        for name in STATE_NUMBERS:
+            checks.number(state.get(name), name, required=True)
+        for i, row in enumerate(checks.items(state.get("history"), "history")):
+            for name in HISTORY_FIELDS:
+                checks.number(checks.obj(row, f"history[{i}]").get(name), f"history[{i}].{name}", required=True)
+        checks.obj(state.get("config"), "config")
+        for name in ("last_checkpoint", "best_checkpoint"):
+            value = checks.text(state.get(name), name)
+            if value is not None and not CHECKPOINT_NAME.match(value):
+                raise ContractError(f"{name}: {value[:80]!r} is not a checkpoint file name")
+    except ContractError as exc:
+        raise UserError(f"{path}: not a valid training state ({exc})") from None
+    return state
+
+
 def _promote(state: dict, run: RunDir, heal: bool) -> None:
     """Make model.keras the committed best checkpoint; delete checkpoints the state no longer names.
 
@@ -200,7 +231,7 @@ def train(
         raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
     state = None
     if resume:
-        state = read_json(state_path, "training checkpoint state")
+        state = read_training_state(state_path)
         if state.get("config") != config.identity():
             raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
 

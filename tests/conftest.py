@@ -159,6 +159,29 @@ def tiny_artifacts(tiny_run, tmp_path_factory) -> dict:
             "classes": classes, "margin": top2_margin(reference)}
 
 
+@pytest.fixture(scope="session")
+def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
+    """A copy of the tiny run (its own manifest) with a few artifacts exported and packed."""
+    import shutil
+
+    from exporter.export.api import ExportContext
+    from exporter.export.modes import ExportSpec
+    from exporter.pack_builder import build_pack
+
+    run = tmp_path_factory.mktemp("bench") / "run"
+    run.mkdir()
+    for name in ("model.keras", "config.json"):
+        shutil.copyfile(tiny_run / name, run / name)
+    ctx = ExportContext.open(run / "model.keras", blocks_dir, validation_samples=8, log=None)
+    ctx.export(ExportSpec("tflite"), run / "unet_fp32.tflite")
+    ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True), run / "unet_int8_uint8io_argmax.tflite",
+               calibration_samples=20)
+    ctx.export(ExportSpec("onnx"), run / "unet_fp32.onnx")
+    pack = run.parent / "tiny.pack"
+    build_pack(run, blocks_dir, pack, frames=6, context=ctx)
+    return run, pack
+
+
 def mediapipe_category_mask(model_path: str, image: np.ndarray) -> np.ndarray:
     """Run MediaPipe's ImageSegmenter (IMAGE mode, category mask) on one H×W×3 uint8 RGB frame the size of
     the model input; return H×W uint8."""

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -44,29 +45,6 @@ def test_time_calls_honours_both_floors_and_times_only_the_call():
     assert len(time_calls(call, warmup=0, min_runs=50, min_seconds=0.0, clock=clock)) == 50  # runs floor wins
 
 
-@pytest.fixture(scope="module")
-def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
-    """A copy of the tiny run (its own manifest) with a few artifacts exported and packed."""
-    import shutil
-
-    from exporter.export.api import ExportContext
-    from exporter.export.modes import ExportSpec
-    from exporter.pack_builder import build_pack
-
-    run = tmp_path_factory.mktemp("bench") / "run"
-    run.mkdir()
-    for name in ("model.keras", "config.json"):
-        shutil.copyfile(tiny_run / name, run / name)
-    ctx = ExportContext.open(run / "model.keras", blocks_dir, validation_samples=8, log=None)
-    ctx.export(ExportSpec("tflite"), run / "unet_fp32.tflite")
-    ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True), run / "unet_int8_uint8io_argmax.tflite",
-               calibration_samples=20)
-    ctx.export(ExportSpec("onnx"), run / "unet_fp32.onnx")
-    pack = run.parent / "tiny.pack"
-    build_pack(run, blocks_dir, pack, frames=6, context=ctx)
-    return run, pack
-
-
 def test_pack_round_trip(exported_run, tmp_path):
     run_dir, pack = exported_run
     target = open_pack(pack, tmp_path / "x")
@@ -103,8 +81,17 @@ def test_hostile_or_broken_packs_are_refused(exported_run, tmp_path):
     pickled = _rewrite(pack, tmp_path / "pickle.pack", lambda n, d: d)
     with zipfile.ZipFile(pickled, "a") as z:
         z.writestr("artifacts/payload.pkl", b"\x80\x04K\x01.")
+    overwritten = tmp_path / "overwritten.pack"  # 16 bytes overwritten mid-member: zlib.error, not a traceback
+    data = bytearray(pack.read_bytes())
+    with zipfile.ZipFile(pack) as z:
+        info = z.getinfo("pack.json")  # a small deflated member: the damage breaks the stream itself
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    middle = info.header_offset + 30 + name_length + extra_length + info.compress_size // 2
+    data[middle:middle + 16] = b"\xff" * 16  # 0xff: a deflate block type that does not exist
+    overwritten.write_bytes(bytes(data))
     cases = {truncated: "truncated or corrupt", tampered: "does not match its sha256",
-             escape: r"not allowed \(path escape", pickled: "disagree with pack.json"}
+             escape: r"not allowed \(path escape", pickled: "disagree with pack.json",
+             overwritten: r"corrupt pack \(error: Error -3 while decompressing"}
     for bad, problem in cases.items():
         with pytest.raises(UserError, match=problem):
             open_pack(bad, tmp_path / f"out-{bad.stem}")

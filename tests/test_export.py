@@ -175,22 +175,6 @@ def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, blocks_dir, t
     assert out.is_file() and "wrote" in passed.output
 
 
-def test_interrupted_export_leaves_no_file_under_the_final_name(ctx, tmp_path, monkeypatch):
-    import exporter.export.api as api
-
-    out = tmp_path / "m.tflite"
-    out.write_bytes(b"previous good artifact")
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(api, "run_artifact", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        ctx.export(ExportSpec("tflite"), out)
-    assert out.read_bytes() == b"previous good artifact"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
-
-
 def test_gate_failure_in_the_api_raises_check_failed(ctx, tmp_path):
     with pytest.raises(CheckFailed, match="pixel agreement"):
         ctx.export(ExportSpec("onnx", "int8"), tmp_path / "x.onnx", Budget(min_agreement=1.0), calibration_samples=20)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,9 @@ MEMBER_NAME = re.compile(r"^(pack\.json|eval\.npz|artifacts/[A-Za-z0-9][A-Za-z0-
 MAX_MEMBER_BYTES = 4 << 30
 MAX_TOTAL_BYTES = 8 << 30
 MAX_RATIO = 200
+# A damaged deflate stream (zlib.error), a flipped compression method (NotImplementedError) or encryption
+# flag (RuntimeError), a bad header field (struct.error, ValueError, OverflowError): all mean a corrupt pack.
+CORRUPT_ZIP_ERRORS = (zlib.error, NotImplementedError, RuntimeError, struct.error, ValueError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,8 @@ def open_pack(pack: str | Path, dest: str | Path) -> BenchTarget:
         raise UserError(f"{pack}: pack not found") from None
     except (OSError, EOFError) as exc:
         raise UserError(f"{pack}: cannot read pack ({exc})") from None
+    except CORRUPT_ZIP_ERRORS as exc:  # what zipfile and zlib raise on damaged bytes besides BadZipFile
+        raise UserError(f"{pack}: truncated or corrupt pack ({exc.__class__.__name__}: {exc})"[:300]) from None
     artifacts = tuple(PackedArtifact(entry.moved(entry.name), dest / entry.path) for entry in meta.artifacts)
     _check_eval(pack, dest / EVAL_FILE)
     return BenchTarget(dest, artifacts, dest / EVAL_FILE, meta.labels)

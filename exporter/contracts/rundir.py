@@ -27,7 +27,7 @@ from pathlib import Path
 
 from exporter.contracts.manifest import MANIFEST, ArtifactEntry, Manifest
 from exporter.errors import UserError
-from exporter.fileio import read_json, sha256_file
+from exporter.fileio import file_lock, read_json, sha256_file
 
 
 class RunDir:
@@ -138,9 +138,15 @@ class RunDir:
     def manifest(self) -> Manifest:
         return Manifest.load(self.manifest_path)
 
+    @property
+    def manifest_lock(self) -> Path:
+        return self.path / ".manifest.json.lock"
+
     def record(self, entry: ArtifactEntry) -> Path:
-        """Add or replace (same path) an entry in manifest.json, atomically."""
-        return self.manifest().with_entry(entry).save(self.manifest_path)
+        """Add or replace (same path) an entry in manifest.json, atomically and under the manifest's lock:
+        exports running at once into one folder all end up recorded."""
+        with file_lock(self.manifest_lock):
+            return self.manifest().with_entry(entry).save(self.manifest_path)
 
     def current_artifacts(self, warn: Callable[[str], None] | None = None) -> list[ArtifactEntry]:
         """Entries exported from the present model.keras; those of an earlier model are left out.

@@ -170,7 +170,9 @@ class ExportContext:
                                       "samples": len(calibration), "classes_in_data": len(calibration.classes_in_data),
                                       "classes_covered": len(calibration.classes_covered)},
                                   **entry_fields)
-        self.run.record(entry)
+            # Recorded before the rename: a process killed in between leaves no file under the final name
+            # (or the previous one), never a file the manifest does not know.
+            self.run.record(entry)
         return ExportResult(final, entry, tuple(notes))
 
     def _validate(self, path: Path, name: str, runtime: str) -> ValidationResult:
