@@ -89,7 +89,7 @@ def describe(label: str | None = None) -> dict:
         "python": platform.python_version(),
         "host": platform.node(),
         "runtime_versions": {k: v for k, names in RUNTIME_PACKAGES.items() if (v := distribution_version(*names))},
-        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if label:
         env["label"] = label

@@ -7,12 +7,21 @@ uint8/int8 I/O needs full int8, ONNX has fp32/fp16/int8 and no I/O type or argma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import Enum
 
 from exporter.errors import UserError
 
 
-class Quantization(StrEnum):
+class Choice(str, Enum):
+    """A string Enum (``enum.StrEnum`` is Python 3.11+): members compare, print and format as their value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Quantization(Choice):
     """TFLite/ONNX precision of an exported artifact."""
 
     FP32 = "fp32"
@@ -29,7 +38,7 @@ class Quantization(StrEnum):
 ONNX_QUANTIZATIONS = (Quantization.FP32, Quantization.FP16, Quantization.INT8)
 
 
-class IOType(StrEnum):
+class IOType(Choice):
     """Input/output tensor type of a quantized TFLite model."""
 
     FLOAT32 = "float32"
@@ -37,7 +46,7 @@ class IOType(StrEnum):
     UINT8 = "uint8"  # camera bytes 0..255 go straight in (input scale 1/255, zero point 0)
 
 
-class ArtifactFormat(StrEnum):
+class ArtifactFormat(Choice):
     TFLITE = "tflite"
     ONNX = "onnx"
 

@@ -1,0 +1,183 @@
+"""A unet-bench result as a terminal table, CSV and Markdown (JSON: ``exporter.contracts.bench_json``).
+
+Device side: numpy + click + the standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from exporter.contracts.bench_json import LATENCY_STATS, SCORE_FIELDS, BenchResult, BenchRow, reference_row
+from exporter.contracts.checks import finite
+from exporter.fileio import write_json_atomic, write_text_atomic
+from exporter.text_table import align
+
+SCALAR_FIELDS = (
+    "artifact", "format", "precision", "runtime", "runtime_version", "device", "threads", "batch_size",
+    "status", "reason", "size_bytes", "cold_start_ms", "throughput_fps", "peak_rss_mb", "inference_precision",
+)
+CSV_FIELDS = (
+    *SCALAR_FIELDS,
+    *(f"latency_{name}_ms" if name != "n" else "latency_n" for name in LATENCY_STATS),
+    *SCORE_FIELDS, "per_class_iou", "providers", "preview_maps",
+)
+REASON_WIDTH = 60
+TABLE_HEADERS = ("artifact", "runtime", "device", "threads", "batch", "size MB", "p50 ms", "p90 ms", "fps",
+                 "mIoU", "agreement", "status")
+TABLE_RIGHT = {"threads", "batch", "size MB", "p50 ms", "p90 ms", "fps", "mIoU", "agreement"}
+
+
+def shorten(text, width: int = REASON_WIDTH) -> str:
+    """First line of ``text``, cut to ``width`` characters with '...'."""
+    text = " ".join(str(text or "").strip().splitlines()[:1]) if text else ""
+    return text if len(text) <= width else text[: max(width - 3, 1)].rstrip() + "..."
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_num(value, digits: int) -> str:
+    return "-" if finite(value) is None else f"{value:.{digits}f}"
+
+
+def fmt_pct(value) -> str:
+    return "-" if finite(value) is None else f"{100 * value:.2f}%"
+
+
+def fmt_int(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def status_text(row: BenchRow) -> str:
+    if row.ok:
+        return "ok"
+    reason = shorten(row.reason)
+    return f"{row.status}: {reason}" if reason else row.status
+
+
+def table_cells(row: BenchRow) -> list[str]:
+    return [
+        row.artifact,
+        row.runtime or "-",
+        row.device or "-",
+        fmt_int(row.threads),
+        fmt_int(row.batch_size),
+        "-" if row.size_bytes is None else f"{row.size_bytes / 1e6:.2f}",
+        fmt_ms(row.stat("p50")),
+        fmt_ms(row.stat("p90")),
+        fmt_num(row.throughput_fps, 1),
+        fmt_num(row.score("miou"), 4),
+        fmt_pct(row.score("agreement_vs_reference")),
+        status_text(row),
+    ]
+
+
+def terminal_table(rows: list[BenchRow]) -> str:
+    """One aligned line per result row (after a header and a rule); '-' where a value is missing."""
+    return align(TABLE_HEADERS, [table_cells(r) for r in rows], TABLE_RIGHT)
+
+
+def _csv_value(value) -> str | int | float:
+    if value is None:
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else str(value)
+    if isinstance(value, list | dict | tuple):
+        return json.dumps(value)
+    return value
+
+
+def to_csv(rows: list[BenchRow]) -> str:
+    """Flat CSV: scalar fields, ``latency_<stat>_ms``, the accuracy fields, per_class_iou as a JSON string.
+
+    Empty cells for missing values; any extra top-level scalar keys follow the standard columns.
+    """
+    extra: list[str] = []
+    for row in rows:
+        extra += [k for k, v in row.extra.items() if k not in extra and not isinstance(v, list | dict)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[*CSV_FIELDS, *extra], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        data = row.to_dict()
+        flat = {key: data.get(key) for key in (*SCALAR_FIELDS, *extra, "providers", "preview_maps")}
+        latency = data["latency_ms"] or {}
+        for name in LATENCY_STATS:
+            flat["latency_n" if name == "n" else f"latency_{name}_ms"] = latency.get(name)
+        accuracy = data["accuracy"] or {}
+        for name in (*SCORE_FIELDS, "per_class_iou"):
+            flat[name] = accuracy.get(name)
+        writer.writerow({key: _csv_value(value) for key, value in flat.items()})
+    return buffer.getvalue()
+
+
+def environment_lines(environment) -> list[str]:
+    """'- key: value' lines describing where the bench ran."""
+    env = environment or {}
+    lines = []
+    for key, title in (("label", "label"), ("host", "host"), ("cpu", "CPU"), ("cores", "cores"),
+                       ("int8_dot_product", "int8 dot product"), ("os", "OS"), ("python", "Python"),
+                       ("timestamp", "timestamp")):
+        if env.get(key) not in (None, ""):
+            lines.append(f"- {title}: {env[key]}")
+    flags = env.get("cpu_flags") or []
+    if flags:
+        lines.append(f"- CPU flags: {shorten(' '.join(map(str, flags)), 120)}")
+    versions = env.get("runtime_versions") or {}
+    if versions:
+        lines.append("- runtimes: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return lines
+
+
+def to_markdown(bench: BenchResult, title: str = "unet-bench results") -> str:
+    """Environment summary, the results as a GitHub table, then every skipped/failed row with its reason."""
+    rows = list(bench.rows)
+    parts = [f"# {title}", "", "## Environment", "", *(environment_lines(bench.environment) or ["- (none)"])]
+    reference = reference_row(rows)
+    if reference is not None:
+        parts.append(f"- reference (agreement is measured against): {reference.artifact} "
+                     f"on {reference.runtime}/{reference.device}")
+    stored = bench.reference or {}
+    if bench.reference_miou is not None:
+        parts.append(f"- Keras reference outputs stored with the {stored.get('frames', '?')} evaluation frames: "
+                     f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
+    parts += ["", "## Results", ""]
+    cells = []
+    for r in rows:
+        line = table_cells(r)
+        line[-1] = r.status  # reasons go to the list below, in full
+        cells.append(line)
+    parts.append(align(TABLE_HEADERS, cells, TABLE_RIGHT, markdown=True) if rows else "(no results)")
+    not_ok = [r for r in rows if not r.ok]
+    if not_ok:
+        parts += ["", "## Skipped and failed", ""]
+        for r in not_ok:
+            where = f"{r.artifact} on {r.runtime}/{r.device}"
+            if r.threads is not None:
+                where += f", {r.threads} threads"
+            reason = shorten(" ".join(str(r.reason or "no reason given").split()), 400)
+            parts.append(f"- **{r.status}** {where}: {reason}")
+    return "\n".join(parts) + "\n"
+
+
+def write_reports(bench: BenchResult, json_path=None, csv_path=None, markdown_path=None) -> list[Path]:
+    """Write the requested reports atomically; return the paths written (in the order json, csv, markdown)."""
+    written = []
+    if json_path is not None:
+        written.append(write_json_atomic(json_path, bench.to_dict()))
+    if csv_path is not None:
+        written.append(write_text_atomic(csv_path, to_csv(list(bench.rows))))
+    if markdown_path is not None:
+        written.append(write_text_atomic(markdown_path, to_markdown(bench)))
+    return [Path(p) for p in written]

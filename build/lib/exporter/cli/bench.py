@@ -1,0 +1,107 @@
+"""``unet-bench``: latency and pixel-accuracy drift of every artifact on every runtime present — no TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _csv_list(kind):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return [kind(v.strip()) for v in value.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+
+    return convert
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="unet-export")
+def cli() -> None:
+    """Benchmark exported U-Net artifacts on this device: latency, throughput, memory, accuracy drift."""
+
+
+@cli.command()
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--runtimes", callback=_csv_list(str), default=None,
+              help="Comma list of keras, litert, onnxruntime, openvino (default: all).")
+@click.option("--devices", callback=_csv_list(str), default="cpu", show_default=True, help="cpu,gpu")
+@click.option("--threads", callback=_csv_list(int), default=None,
+              help="Thread counts to try, comma list (default: all cores).")
+@click.option("--batch-sizes", callback=_csv_list(int), default="1", show_default=True)
+@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option("--min-runs", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--timeout", default=900.0, show_default=True, type=float, help="Seconds per worker process.")
+@click.option("--label", default=None, help="Name of this device/run in reports (e.g. pi4).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None)
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Where a pack is unpacked and previews go (default: a temporary folder).")
+@handle_errors
+def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_seconds, timeout, label,
+        json_out, csv_out, markdown_out, plots_dir, work_dir) -> None:
+    """Benchmark a pack (FILE.pack) or a run folder on every runtime present."""
+    from exporter.bench.runner import BenchSettings, run_bench
+    from exporter.bench.tables import terminal_table, write_reports
+    from exporter.contracts.evaldata import load_eval
+    from exporter.contracts.pack import open_pack, open_run_dir
+    from exporter.fileio import check_writable
+
+    settings = BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
+                             threads=tuple(threads) if threads else None, batch_sizes=tuple(batch_sizes),
+                             warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, timeout=timeout, label=label)
+    for out in (json_out, csv_out, markdown_out):  # fail now, not after minutes of measuring
+        if out:
+            check_writable(out)
+    temp = None
+    if work_dir is None:
+        temp = work_dir = tempfile.mkdtemp(prefix="unet-bench-")
+    try:
+        path = Path(target)
+        bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
+        bench = run_bench(bench_target, work_dir, settings, progress=echo)
+        echo(terminal_table(list(bench.rows)))
+        for written in write_reports(bench, json_out, csv_out, markdown_out):
+            echo(f"wrote {written}")
+        if plots_dir:
+            from exporter.bench.plots import write_plots
+
+            evaldata = load_eval(bench_target.eval_path)
+            for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,
+                                       evaldata.reference_map, maps_root=work_dir):
+                echo(f"wrote {written}")
+    finally:
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--baseline", default=None, help="Row to compare against, as artifact/runtime/device.")
+@click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None)
+@handle_errors
+def compare(results, baseline, markdown_out) -> None:
+    """Side-by-side table of several bench JSON files (devices/runs), with ratios against a baseline row."""
+    from exporter.bench.compare import compare as compare_benches
+    from exporter.contracts.bench_json import load_bench
+    from exporter.fileio import write_text_atomic
+
+    table = compare_benches([(Path(p).stem, load_bench(p)) for p in results], baseline)
+    echo(table)
+    if markdown_out:
+        write_text_atomic(markdown_out, table + "\n")
+        echo(f"wrote {markdown_out}")

@@ -1,0 +1,247 @@
+"""``unet-export``: data, train, tflite, onnx, pack, pipeline — thin wrappers over the library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
+from exporter.export.modes import ONNX_QUANTIZATIONS, IOType, Quantization, choices
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLOAT_HEAD_HELP = ("With --quantize int8: keep the final 1×1 classifier conv in float (int8 elsewhere). "
+                   "Recovers most of int8's mIoU loss at about the same speed; not for integer-only accelerators.")
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="unet-export")
+def cli() -> None:
+    """Train the seed U-Net, export it for the edge (TFLite, ONNX), pack it for the device."""
+
+
+@cli.group()
+def data() -> None:
+    """Data sets in the CARLA layout (CameraRGB/ + CameraMask/)."""
+
+
+@data.command("synth")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--count", default=800, show_default=True, type=click.IntRange(min=1), help="Frames to write.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed → byte-identical files.")
+@click.option("--size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
+              help="Frame size.")
+@handle_errors
+def data_synth(out_dir: str, count: int, seed: int, size: tuple[int, int]) -> None:
+    """Write synthetic driving scenes with CARLA's 23 classes."""
+    from exporter.data.synth import write_synthetic_dataset
+
+    summary = write_synthetic_dataset(out_dir, count=count, seed=seed, size=tuple(size))
+    present = {k: v for k, v in summary["class_pixel_fraction"].items() if v > 0}
+    echo(f"wrote {count} frames ({size[0]}x{size[1]}) to {out_dir}; {len(present)} classes present")
+
+
+@data.command("check")
+@click.argument("data_dir", type=click.Path())
+@click.option("--n-classes", default=23, show_default=True, type=click.IntRange(2, 256),
+              help="Classes; masks hold 8-bit class ids.")
+@click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W")
+@click.option("--skip-bad", is_flag=True, help="Warn about bad files and go on instead of stopping.")
+@handle_errors
+def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_bad: bool) -> None:
+    """Read every frame of a CARLA-layout folder and report the first problem (or each, with --skip-bad)."""
+    import numpy as np
+
+    from exporter.classes import class_names
+    from exporter.data.carla import load_frames
+
+    frames = load_frames(data_dir, tuple(input_size), n_classes, skip_bad=skip_bad, warn=warn)
+    counts = np.bincount(frames.masks.ravel(), minlength=n_classes)
+    names = class_names(n_classes)
+    present = ", ".join(f"{names[i]} {counts[i] / counts.sum():.1%}" for i in np.flatnonzero(counts))
+    echo(f"{data_dir}: {len(frames)} usable frames; classes: {present}")
+    if frames.skipped:
+        echo(f"skipped {len(frames.skipped)} bad file(s)")
+
+
+def _input_size(ctx, param, value):
+    from exporter.model import check_input_size
+
+    try:
+        return check_input_size((*value, 3))[:2]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _model_options(epochs: int, batch_size: int):
+    """Options shared by train and pipeline (their defaults for epochs and batch size differ)."""
+
+    def decorate(func):
+        for option in reversed([
+            click.option("--epochs", default=epochs, show_default=True, type=click.IntRange(min=1)),
+            click.option("--batch-size", default=batch_size, show_default=True, type=click.IntRange(min=1)),
+            click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+            click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1)),
+            click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
+                         callback=_input_size, help="Model input; height and width divisible by 16."),
+            click.option("--n-classes", default=23, show_default=True, type=click.IntRange(2, 256),
+                         help="Classes; masks hold 8-bit class ids."),
+        ]):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+@cli.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="CARLA-layout folder.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
+@_model_options(epochs=20, batch_size=16)
+@click.option("--dropout", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--val-split", default=0.15, show_default=True, type=float)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue a run from its last completed epoch.")
+@click.option("--force", is_flag=True, help="Start over in a folder that already holds a run.")
+@click.option("--skip-bad", is_flag=True, help="Skip bad frames with a warning instead of stopping.")
+@handle_errors
+def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
+          dropout, val_split, seed, resume, force, skip_bad) -> None:
+    """Train the seed U-Net; writes model.keras (best val mIoU), config.json, history.csv, curves."""
+    from exporter.train import TrainConfig
+    from exporter.train import train as run_training
+
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes,
+                         dropout=dropout, val_split=val_split, seed=seed)
+    result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
+                          log=echo, verbose=1 if os.isatty(1) else 2)
+    echo(f"best epoch {result.best_epoch}: val mIoU {result.best_val_miou:.4f}, "
+         f"val pixel accuracy {result.best_val_pixel_accuracy:.4f}; "
+         f"{result.images_per_second:.1f} train images/s → {Path(result.model_path)}")
+
+
+def _budget_options(func):
+    func = click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+                        help="Fail (exit 1, nothing written) if pixel agreement with Keras is below this.")(func)
+    func = click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+                        help="Fail (exit 1, nothing written) if mIoU drops more than this many points.")(func)
+    func = click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1),
+                        help="Held-out frames the artifact is checked on.")(func)
+    func = click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1),
+                        help="Frames used to calibrate int8/int16x8 (class-balanced).")(func)
+    func = click.option("--seed", default=0, show_default=True, type=int)(func)
+    func = click.option("--out", type=click.Path(dir_okay=False), default=None,
+                        help="Output file (default: next to the model, named after the mode).")(func)
+    func = click.option("--data", "data_dir", type=click.Path(), default=None,
+                        help="CARLA-layout folder for calibration and validation (default: the run's data).")(func)
+    func = click.option("--model", "model_path", required=True, type=click.Path(),
+                        help="RUN_DIR/model.keras")(func)
+    return func
+
+
+def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samples, validation_samples,
+            max_miou_drop, min_agreement) -> None:
+    from exporter.budget import Budget
+    from exporter.errors import CheckFailed
+    from exporter.export.api import ExportContext
+    from exporter.export.modes import ExportSpec
+    from exporter.export.validate import format_table
+
+    spec = ExportSpec(**spec_fields)  # a bad combination stops here, before the model is loaded
+    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
+    try:
+        result = ctx.export(spec, out, Budget(max_miou_drop, min_agreement), calibration_samples)
+    except CheckFailed as exc:
+        echo(format_table([exc.measured]))
+        raise
+    echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
+    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in {result.entry.conversion_seconds:.1f}s)")
+
+
+@cli.command()
+@_budget_options
+@click.option("--quantize", type=click.Choice([q for q in choices(Quantization) if q != "fp32"]), default=None,
+              is_flag=False, flag_value="int8",
+              help="Quantize: bare --quantize means full-integer int8; without it, fp32.")
+@click.option("--io", "io", type=click.Choice(choices(IOType)), default="float32", show_default=True,
+              help="Input/output type of a full-int8 model; uint8 takes camera bytes 0..255 directly.")
+@click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
+@click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
+@click.option("--no-metadata", is_flag=True, help="Skip the embedded TFLite metadata (labels, normalisation).")
+@handle_errors
+def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
+           min_agreement, quantize, io, float_head, argmax, no_metadata) -> None:
+    """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
+    _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax, float_head=float_head,
+                 metadata=not no_metadata), model_path, data_dir, out, seed, calibration_samples, validation_samples,
+            max_miou_drop, min_agreement)
+
+
+@cli.command()
+@_budget_options
+@click.option("--quantize", type=click.Choice([q for q in choices(Quantization, ONNX_QUANTIZATIONS) if q != "fp32"]),
+              default=None, is_flag=False, flag_value="int8",
+              help="int8: ORT static QDQ, per-channel; fp16: float16 weights, float32 I/O. Default fp32.")
+@click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
+@click.option("--opset", type=click.IntRange(13, 21), default=None, help="ONNX opset (default 18).")
+@handle_errors
+def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
+         min_agreement, quantize, float_head, opset) -> None:
+    """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
+    _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset),
+            model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--data", "data_dir", type=click.Path(), default=None,
+              help="CARLA-layout folder for the evaluation frames (default: the run's data).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.pack to write.")
+@click.option("--frames", default=24, show_default=True, type=click.IntRange(min=1),
+              help="Held-out evaluation frames to include.")
+@click.option("--no-keras", is_flag=True, help="Leave model.keras out (the device has no TensorFlow).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@handle_errors
+def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
+    """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
+    from exporter.pack_builder import build_pack
+
+    path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=not no_keras, seed=seed, log=echo)
+    echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
+
+
+@cli.command()
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--data", "data_dir", type=click.Path(), default=None,
+              help="Your CARLA-layout data (default: synthesize driving scenes).")
+@click.option("--synth-count", default=600, show_default=True, type=click.IntRange(min=4))
+@_model_options(epochs=8, batch_size=8)
+@click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
+@click.option("--eval-frames", default=24, show_default=True, type=click.IntRange(min=1))
+@click.option("--runtimes", default=None, help="Comma list (default: every runtime present).")
+@click.option("--min-runs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
+@handle_errors
+def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
+             calibration_samples, validation_samples, eval_frames, runtimes, min_runs, min_seconds, seed,
+             force) -> None:
+    """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
+    from dataclasses import replace
+
+    from exporter.pipeline import DEMO_BENCH, DEMO_TRAINING, PipelineOptions, run_pipeline
+
+    training = replace(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed)
+    bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
+                    min_runs=min_runs, min_seconds=min_seconds)
+    options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,
+                              calibration_samples=calibration_samples, validation_samples=validation_samples,
+                              eval_frames=eval_frames, seed=seed, bench=bench)
+    result = run_pipeline(run_dir, options, force=force, log=echo, verbose=1 if os.isatty(1) else 2)
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_seconds.items())
+    echo(f"done: {result.report} ({times})")

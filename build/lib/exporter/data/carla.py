@@ -1,0 +1,160 @@
+"""CARLA-layout reader: DIR/CameraRGB/*.png + DIR/CameraMask/*.png, class id in the mask's red channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporter.errors import UserError
+
+IMAGE_DIR = "CameraRGB"
+MASK_DIR = "CameraMask"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Frames:
+    """Frames resized to the model input: images float32 N×H×W×3 in [0, 1], masks uint8 N×H×W."""
+
+    images: np.ndarray
+    masks: np.ndarray
+    stems: list[str]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def subset(self, index: np.ndarray | list[int]) -> Frames:
+        """The frames at ``index``, in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        return Frames(self.images[index], self.masks[index], [self.stems[i] for i in index])
+
+
+def _listing(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def find_pairs(data_dir: str | Path, warn: Callable[[str], None] | None = None) -> list[tuple[str, Path, Path]]:
+    """(stem, image, mask) for every stem with both files; an unpaired file is an error unless ``warn``."""
+    data_dir = Path(data_dir)
+    image_dir, mask_dir = data_dir / IMAGE_DIR, data_dir / MASK_DIR
+    for folder in (data_dir, image_dir, mask_dir):
+        if not folder.is_dir():
+            raise UserError(f"{folder}: folder not found (expected {data_dir}/{IMAGE_DIR} and {data_dir}/{MASK_DIR})")
+    images, masks = _listing(image_dir), _listing(mask_dir)
+    if not images and not masks:
+        raise UserError(f"{data_dir}: no .png/.jpg frames in {IMAGE_DIR}/ or {MASK_DIR}/")
+    for stem in sorted(images.keys() - masks.keys()):
+        _bad(f"{images[stem]}: image has no mask {mask_dir / (stem + '.png')}", warn)
+    for stem in sorted(masks.keys() - images.keys()):
+        _bad(f"{masks[stem]}: mask has no image in {image_dir}", warn)
+    return [(stem, images[stem], masks[stem]) for stem in sorted(images.keys() & masks.keys())]
+
+
+def _bad(message: str, warn: Callable[[str], None] | None) -> None:
+    if warn is None:
+        raise UserError(message)
+    warn(message)
+
+
+def read_image(path: Path):
+    """Open an image fully (decoding errors surface here, not later)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc.__class__.__name__}: {exc})") from None
+
+
+def mask_class_ids(mask) -> np.ndarray:
+    """Class ids of a mask image: the red channel (single-channel and palette masks: the values)."""
+    if mask.mode in ("L", "P", "I", "I;16"):
+        return np.asarray(mask, dtype=np.int64)
+    return np.asarray(mask.convert("RGB"), dtype=np.int64)[..., 0]
+
+
+def load_frame(
+    image_path: Path, mask_path: Path, size: tuple[int, int], n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (image float32 H×W×3 in [0,1], mask uint8 H×W) pair, resized to ``size`` = (H, W)."""
+    from PIL import Image
+
+    height, width = size
+    image, mask = read_image(image_path), read_image(mask_path)
+    if image.size != mask.size:
+        raise UserError(
+            f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
+        )
+    ids = mask_class_ids(mask)
+    if ids.max(initial=0) >= n_classes:
+        raise UserError(f"{mask_path}: class id {int(ids.max())} out of range (n_classes={n_classes})")
+    rgb = image.convert("RGB")
+    if rgb.size != (width, height):
+        rgb = rgb.resize((width, height), Image.BILINEAR)
+    ids_img = Image.fromarray(ids.astype(np.uint8))
+    if ids_img.size != (width, height):
+        ids_img = ids_img.resize((width, height), Image.NEAREST)
+    return np.asarray(rgb, dtype=np.float32) / 255.0, np.asarray(ids_img, dtype=np.uint8)
+
+
+def load_frames(
+    data_dir: str | Path,
+    size: tuple[int, int] = (96, 128),
+    n_classes: int = 23,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] | None = None,
+    limit: int | None = None,
+) -> Frames:
+    """Read a CARLA-layout folder into memory; bad files raise UserError, or are skipped with a warning."""
+    warn = warn or (lambda message: None)
+    skipped: list[str] = []
+
+    def on_bad(message: str) -> None:
+        skipped.append(message)
+        warn(message)
+
+    pairs = find_pairs(data_dir, on_bad if skip_bad else None)
+    if limit is not None:
+        pairs = pairs[:limit]
+    images, masks, stems = [], [], []
+    for stem, image_path, mask_path in pairs:
+        try:
+            image, mask = load_frame(image_path, mask_path, size, n_classes)
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            on_bad(str(exc))
+            continue
+        images.append(image)
+        masks.append(mask)
+        stems.append(stem)
+    if not stems:
+        raise UserError(f"{data_dir}: no usable frames" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    return Frames(np.stack(images), np.stack(masks), stems, skipped)
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, validation) index split by seed; at least one frame on each side."""
+    if not 0.0 < val_split < 1.0:
+        raise UserError(f"--val-split must be between 0 and 1, got {val_split}")
+    if n < 2:
+        raise UserError(f"need at least 2 frames to split into train and validation, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = min(max(1, round(n * val_split)), n - 1)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def tf_dataset(frames: Frames, batch_size: int, shuffle: bool, seed: int = 0):
+    """A tf.data pipeline over in-memory frames: cache, shuffle (per epoch), batch, prefetch."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((frames.images, frames.masks)).cache()
+    if shuffle:
+        ds = ds.shuffle(len(frames), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

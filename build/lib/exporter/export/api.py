@@ -1,0 +1,236 @@
+"""Export a trained run: convert, validate against Keras on held-out frames, gate on the budget, record.
+
+``ExportContext.open`` loads the model and the frames once; ``context.export(spec)`` writes one artifact
+(temp file, validated, then renamed) and records it in the run's manifest.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporter.budget import NO_BUDGET, Budget
+from exporter.classes import class_names
+from exporter.contracts.manifest import ArtifactEntry, ValidationResult
+from exporter.contracts.rundir import RunDir
+from exporter.data.carla import Frames
+from exporter.errors import CheckFailed, UserError
+from exporter.export.calibration import CalibrationSet, select_calibration
+from exporter.export.modes import ArtifactFormat, ExportSpec
+from exporter.export.validate import compare_outputs, run_artifact
+from exporter.fileio import atomic_path, check_writable, sha256_file
+from exporter.runtimes.base import predict_in_batches
+
+DEFAULT_CALIBRATION_SAMPLES = 256
+MIN_CALIBRATION_SAMPLES = 100
+DEFAULT_VALIDATION_SAMPLES = 48
+VALIDATING_RUNTIME = {ArtifactFormat.TFLITE: "litert", ArtifactFormat.ONNX: "onnxruntime"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: the file, its manifest entry (sizes, hash, validation), notes for the user."""
+
+    path: Path
+    entry: ArtifactEntry
+    notes: tuple[str, ...] = ()
+
+    @property
+    def validation(self) -> ValidationResult:
+        return self.entry.validation
+
+
+def load_keras_model(path: str | Path):
+    """Load a ``.keras`` file with safe mode on (no arbitrary code from someone else's file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: model file not found")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a Keras .keras model file")
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # any failure to deserialise is the file's problem; say which
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"{path}: cannot load Keras model ({reason[:200]})") from None
+
+
+@dataclass
+class ExportContext:
+    """A loaded model with its held-out frames, reference logits and calibration pool, shared by exports."""
+
+    model_path: Path
+    model: object
+    model_sha256: str
+    labels: list[str]
+    data_dir: Path
+    validation: Frames
+    calibration_pool: Frames
+    reference_logits: np.ndarray
+    seed: int = 0
+    log: Callable[[str], None] = field(default=lambda message: None, repr=False)
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir.of_model(self.model_path)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(int(v) for v in self.model.input_shape[1:3])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    @classmethod
+    def open(cls, model_path: str | Path, data_dir: str | Path | None = None,
+             validation_samples: int = DEFAULT_VALIDATION_SAMPLES, seed: int = 0,
+             log: Callable[[str], None] | None = print) -> ExportContext:
+        """Load the model and its data: the run's own held-out split when the data is the one it trained on."""
+        from exporter.data.carla import load_frames, split_indices
+
+        model_path = Path(model_path)
+        run = RunDir.of_model(model_path)
+        model = load_keras_model(model_path)
+        config = run.config()
+        n_classes = int(model.output_shape[-1])
+        data_dir = data_dir or config.get("data_dir")
+        if not data_dir:
+            raise UserError(f"{model_path}: no --data given and the run's config.json names no data folder")
+        data_dir = Path(data_dir)
+        input_size = tuple(int(v) for v in model.input_shape[1:3])
+        _check_aspect(model_path, input_size, data_dir)
+        frames = load_frames(data_dir, input_size, n_classes)
+        val_stems = set(config.get("val_stems") or ())
+        if val_stems and val_stems <= set(frames.stems):  # the training run's own held-out split
+            val_idx = np.array([i for i, s in enumerate(frames.stems) if s in val_stems])
+            train_idx = np.array([i for i, s in enumerate(frames.stems) if s not in val_stems])
+        elif len(frames) >= 2:
+            train_idx, val_idx = split_indices(len(frames), config.get("val_split", 0.15), seed)
+        else:
+            train_idx = val_idx = np.arange(len(frames))
+        validation = frames.subset(val_idx[:validation_samples])
+        reference = predict_in_batches(lambda batch: np.asarray(model(batch, training=False)), validation.images)
+        return cls(model_path=model_path, model=model, model_sha256=sha256_file(model_path),
+                   labels=config.get("class_names") or class_names(n_classes), data_dir=data_dir,
+                   validation=validation, calibration_pool=frames.subset(train_idx if len(train_idx) else val_idx),
+                   reference_logits=reference, seed=seed, log=log or (lambda message: None))
+
+    def calibration(self, samples: int) -> CalibrationSet:
+        """Class-balanced calibration frames from the training side of the split."""
+        pool = self.calibration_pool
+        chosen = select_calibration(pool.images, pool.masks, samples, self.seed)
+        if len(chosen) < MIN_CALIBRATION_SAMPLES:
+            self.log(f"warning: {len(chosen)} calibration frames is few (< {MIN_CALIBRATION_SAMPLES}"
+                     f"{'; the data has no more' if len(chosen) < samples else ''}); quantization ranges may be off")
+        missing = ", ".join(self.labels[c] for c in chosen.missing_classes) or "none"
+        self.log(f"calibration: {len(chosen)} frames covering {len(chosen.classes_covered)}/"
+                 f"{len(chosen.classes_in_data)} classes present in the data (missing: {missing})")
+        return chosen
+
+    def description(self, spec: ExportSpec, input_dtype: str, output: str) -> str:
+        height, width = self.input_size
+        return (f"U-Net semantic segmentation of {height}x{width} RGB driving frames into {self.n_classes} "
+                f"CARLA classes; {spec.precision_label}, input {input_dtype}, output {output.replace('_', ' ')}")
+
+    def export(self, spec: ExportSpec, out: str | Path | None = None, budget: Budget = NO_BUDGET,
+               calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> ExportResult:
+        """Convert, validate in the format's runtime, gate on ``budget`` (CheckFailed, nothing written), record."""
+        final = check_writable(Path(out) if out else self.run.path / spec.file_name)
+        self.run.manifest()  # a broken manifest stops us before anything is converted or written
+        notes = list(_notes_before(spec))
+        for note in notes:
+            self.log(f"note: {note}")
+        calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
+        started = time.perf_counter()
+        if spec.format is ArtifactFormat.TFLITE:
+            write, entry_fields = self._tflite(spec, calibration, final, notes)
+        else:
+            write, entry_fields = self._onnx(spec, calibration)
+        seconds = time.perf_counter() - started
+        with atomic_path(final, suffix=f".{spec.format.value}") as tmp:
+            write(tmp)
+            result = self._validate(tmp, final.name, VALIDATING_RUNTIME[spec.format])
+            name_and_result = (final.name, spec.quantization.value, result)
+            problems = budget.violations(result.miou_drop_points, result.pixel_agreement)
+            if problems:
+                raise CheckFailed(f"{final.name}: " + "; ".join(problems) + " (artifact not written)",
+                                  measured=name_and_result)
+            entry = ArtifactEntry(path=self.run.relative(final), format=spec.format.value,
+                                  precision=spec.quantization.value, size_bytes=tmp.stat().st_size,
+                                  sha256=sha256_file(tmp), validation=result, conversion_seconds=round(seconds, 3),
+                                  source_model_sha256=self.model_sha256, float_head=spec.float_head,
+                                  calibration=None if calibration is None else {
+                                      "samples": len(calibration), "classes_in_data": len(calibration.classes_in_data),
+                                      "classes_covered": len(calibration.classes_covered)},
+                                  **entry_fields)
+            # Recorded before the rename: a process killed in between leaves no file under the final name
+            # (or the previous one), never a file the manifest does not know.
+            self.run.record(entry)
+        return ExportResult(final, entry, tuple(notes))
+
+    def _validate(self, path: Path, name: str, runtime: str) -> ValidationResult:
+        started = time.perf_counter()
+        outputs = run_artifact(path, runtime, self.validation.images)
+        result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes)
+        self.log(f"validated {name} on {result.samples} held-out frames in {time.perf_counter() - started:.1f}s")
+        return result
+
+    def _tflite(self, spec: ExportSpec, calibration: CalibrationSet | None, final: Path, notes: list[str]):
+        from exporter.export.tflite_export import convert_tflite, tflite_io
+
+        model_bytes = convert_tflite(self.model, spec, calibration)
+        input_dtype, output, input_quant = tflite_io(model_bytes)
+        if spec.metadata and input_dtype == "int8":
+            notes.append("no TFLite metadata: MediaPipe's writer and ImageSegmenter take float32 or uint8 input "
+                         "only; use --io uint8 for a self-describing mobile model")
+            self.log(f"note: {notes[-1]}")
+        elif spec.metadata:
+            from exporter.export.tflite_metadata import add_segmenter_metadata
+
+            model_bytes = add_segmenter_metadata(
+                model_bytes, self.labels, name=final.stem, description=self.description(spec, input_dtype, output),
+                normalization=(0.0, 255.0) if input_dtype.startswith("float") else None)
+        return (lambda tmp: tmp.write_bytes(model_bytes),
+                {"input_dtype": input_dtype, "output": output, "io": spec.io.value, "argmax": spec.argmax,
+                 "input_quantization": input_quant})
+
+    def _onnx(self, spec: ExportSpec, calibration: CalibrationSet | None):
+        import onnx
+
+        from exporter.export.onnx_export import DEFAULT_OPSET, convert_onnx, onnx_metadata
+
+        proto = convert_onnx(self.model, spec, calibration,
+                             onnx_metadata(self.labels, self.description(spec, "float32", "logits")))
+        return (lambda tmp: onnx.save(proto, tmp), {"opset": spec.opset or DEFAULT_OPSET})
+
+
+def _notes_before(spec: ExportSpec) -> list[str]:
+    """What the user should know about this mode before it is written."""
+    from exporter.export.tflite_export import DYNAMIC_NOTE, INT16X8_NOTE
+    from exporter.export.tflite_metadata import ARGMAX_NOTE
+
+    notes = {"dynamic": [DYNAMIC_NOTE], "int16x8": [INT16X8_NOTE]}.get(spec.quantization.value, [])
+    if spec.argmax:
+        notes.append(f"for plain LiteRT apps; {ARGMAX_NOTE}")
+    return notes
+
+
+def _check_aspect(model_path: Path, input_size: tuple[int, int], data_dir: Path) -> None:
+    """Frames are resized to the model input; a different aspect ratio means the wrong data or model."""
+    from exporter.data.carla import find_pairs, read_image
+
+    pairs = find_pairs(data_dir, warn=lambda message: None)
+    if not pairs:
+        raise UserError(f"{data_dir}: no usable frames")
+    width, height = read_image(pairs[0][1]).size
+    model_h, model_w = input_size
+    if abs(height / width - model_h / model_w) > 0.02:
+        raise UserError(f"{model_path}: model input {model_h}x{model_w} does not match the data "
+                        f"({pairs[0][1]} is {height}x{width})")

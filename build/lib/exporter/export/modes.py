@@ -1,0 +1,104 @@
+"""What to export: the choices as string Enums (the CLI's click choices come from them) and ``ExportSpec``.
+
+``ExportSpec`` checks its combination once, when it is made, before any slow work: a float head or a
+uint8/int8 I/O needs full int8, ONNX has fp32/fp16/int8 and no I/O type or argmax of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from exporter.errors import UserError
+
+
+class Choice(str, Enum):
+    """A string Enum (``enum.StrEnum`` is Python 3.11+): members compare, print and format as their value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+class Quantization(Choice):
+    """TFLite/ONNX precision of an exported artifact."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    DYNAMIC = "dynamic"  # dynamic-range int8 weights, float activations
+    INT8 = "int8"  # full integer, calibrated
+    INT16X8 = "int16x8"  # int16 activations, int8 weights, calibrated
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self in (Quantization.INT8, Quantization.INT16X8)
+
+
+ONNX_QUANTIZATIONS = (Quantization.FP32, Quantization.FP16, Quantization.INT8)
+
+
+class IOType(Choice):
+    """Input/output tensor type of a quantized TFLite model."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    UINT8 = "uint8"  # camera bytes 0..255 go straight in (input scale 1/255, zero point 0)
+
+
+class ArtifactFormat(Choice):
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+def choices(enum: type[Enum], allowed=None) -> list[str]:
+    """Values of an Enum, for click.Choice."""
+    return [m.value for m in (allowed or enum)]
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """One artifact to write: format, precision and the options that change the file."""
+
+    format: ArtifactFormat
+    quantization: Quantization = Quantization.FP32
+    io: IOType = IOType.FLOAT32  # TFLite full int8 only
+    argmax: bool = False  # TFLite: an in-graph argmax, the output is an N×H×W uint8 class map
+    float_head: bool = False  # int8 only: the final 1×1 classifier conv stays float
+    metadata: bool = True  # TFLite: embed labels and normalisation (MediaPipe, LiteRT task libraries)
+    opset: int | None = None  # ONNX: None = onnx_export.DEFAULT_OPSET
+
+    def __post_init__(self) -> None:
+        for name, enum in (("format", ArtifactFormat), ("quantization", Quantization), ("io", IOType)):
+            try:
+                object.__setattr__(self, name, enum(getattr(self, name)))
+            except ValueError:
+                raise UserError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(choices(enum))}") from None
+        if self.float_head and self.quantization is not Quantization.INT8:
+            raise UserError(f"--float-head needs --quantize int8, not {self.quantization.value}")
+        if self.format is ArtifactFormat.ONNX:
+            if self.quantization not in ONNX_QUANTIZATIONS:
+                raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "
+                                f"not {self.quantization.value}")
+            if self.io is not IOType.FLOAT32 or self.argmax:
+                raise UserError("ONNX export has float32 I/O and logits out: --io and --argmax are TFLite options")
+        elif self.io is not IOType.FLOAT32 and self.quantization is not Quantization.INT8:
+            raise UserError(f"--io {self.io.value} needs full-integer quantization (--quantize int8), "
+                            f"not {self.quantization.value}")
+
+    @property
+    def file_name(self) -> str:
+        """Default name: unet_<precision>[_floathead][_<io>io][_argmax].<format>."""
+        parts = ["unet", self.quantization.value]
+        if self.float_head:
+            parts.append("floathead")
+        if self.io is not IOType.FLOAT32:
+            parts.append(f"{self.io.value}io")
+        if self.argmax:
+            parts.append("argmax")
+        return "_".join(parts) + f".{self.format.value}"
+
+    @property
+    def precision_label(self) -> str:
+        """The precision in words (for descriptions embedded in the file)."""
+        return f"{self.quantization.value} with a float classifier head" if self.float_head else self.quantization.value

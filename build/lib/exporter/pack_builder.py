@@ -1,0 +1,53 @@
+"""Build FILE.pack on the host: the run's artifacts, evaluation frames with labels, Keras reference outputs.
+
+The format itself (and how a device opens it) is ``exporter.contracts.pack``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from exporter.contracts.evaldata import save_eval
+from exporter.contracts.manifest import ArtifactEntry
+from exporter.contracts.pack import keras_entry, write_pack
+from exporter.contracts.rundir import RunDir
+from exporter.errors import UserError
+from exporter.fileio import sha256_file
+
+DEFAULT_EVAL_FRAMES = 24
+
+
+def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int = 0,
+               log: Callable[[str], None] | None = None, context=None) -> Path:
+    """RUN_DIR/eval.npz: held-out frames, labels and the Keras model's logits on them."""
+    from exporter.export.api import ExportContext
+
+    ctx = context or ExportContext.open(run.model, data_dir, validation_samples=frames, seed=seed, log=log)
+    val = ctx.validation
+    return save_eval(run.eval_path, val.images[:frames], val.masks[:frames], ctx.reference_logits[:frames],
+                     val.stems[:frames])
+
+
+def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path, frames: int = DEFAULT_EVAL_FRAMES,
+               include_keras: bool = True, seed: int = 0, log: Callable[[str], None] | None = None,
+               context=None) -> Path:
+    """Write FILE.pack from a run folder; every artifact's sha256 must still match the manifest."""
+    run = RunDir(run_dir)
+    if not run.model.is_file():
+        raise UserError(f"{run.path}: no model.keras (is this a run folder?)")
+    eval_path = write_eval(run, data_dir, frames, seed, log, context)
+    artifacts: list[tuple[Path, ArtifactEntry]] = [(run.model, keras_entry(run))] if include_keras else []
+    for entry in run.current_artifacts(warn=log):
+        path = run.resolve(entry.path)
+        if not path.is_file():
+            raise UserError(f"{path}: listed in {run.manifest_path} but missing")
+        if sha256_file(path) != entry.sha256:
+            raise UserError(f"{path}: changed since it was exported (sha256 differs from the manifest)")
+        artifacts.append((path, entry))
+    if len(artifacts) == int(include_keras):
+        raise UserError(f"{run.path}: no exported artifacts in manifest.json; run `unet-export tflite` first")
+    names = [p.name for p, _ in artifacts]
+    if len(set(names)) != len(names):
+        raise UserError(f"{run.path}: two artifacts share a file name; packs need unique names")
+    return write_pack(out, artifacts, eval_path, run.class_names(), eval_frames=frames)

@@ -1,0 +1,197 @@
+"""The whole journey in one call: synthesize → train → export → validate → pack → benchmark → report.
+
+Each stage records a key (a hash of the options it depends on and of its inputs) in RUN_DIR/pipeline.json;
+a re-run skips a stage whose key is unchanged and whose outputs are present, unless ``force``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from exporter.bench.runner import BenchSettings
+from exporter.budget import DEMO_BUDGET, Budget
+from exporter.contracts.rundir import RunDir
+from exporter.errors import UserError
+from exporter.export.modes import ExportSpec
+from exporter.fileio import read_json, sha256_file, write_json_atomic
+from exporter.train import TrainConfig, read_training_state
+
+DEFAULT_EXPORTS = (
+    ExportSpec("tflite", "fp32"),
+    ExportSpec("tflite", "fp16"),
+    ExportSpec("tflite", "int8"),  # full integer: what integer-only accelerators need
+    ExportSpec("tflite", "int8", float_head=True),
+    # mobile-ready: camera bytes in, class map out; the float head keeps int8's accuracy loss small
+    ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True),
+    ExportSpec("onnx", "fp32"),
+    ExportSpec("onnx", "int8"),
+    ExportSpec("onnx", "int8", float_head=True),
+)
+# The demo's recipe (README: why these numbers): full-size seed model, 8 epochs, batch 8, 10% held out.
+DEMO_TRAINING = TrainConfig(epochs=8, batch_size=8, val_split=0.1)
+DEMO_BENCH = BenchSettings(min_runs=10, min_seconds=1.0)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Everything the journey depends on; defaults are the demo's."""
+
+    data_dir: str | None = None  # None: synthesize driving scenes into RUN/data
+    synth_count: int = 600
+    synth_seed: int = 0
+    training: TrainConfig = DEMO_TRAINING
+    exports: tuple[ExportSpec, ...] = DEFAULT_EXPORTS
+    calibration_samples: int = 256
+    validation_samples: int = 48
+    eval_frames: int = 24
+    seed: int = 0  # export and pack: the calibration and evaluation picks
+    bench: BenchSettings = DEMO_BENCH
+    budget: Budget = DEMO_BUDGET
+    target_pixel_accuracy: float = 0.90
+    target_miou: float = 0.60
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    report: Path
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    skipped_stages: list[str] = field(default_factory=list)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Stages:
+    """Bookkeeping of which stages are done, under which key, and how long they took."""
+
+    def __init__(self, path: Path, force: bool, log: Callable[[str], None]):
+        self.path = path
+        self.state = {"stages": {}}
+        if self.path.exists() and not force:  # --force redoes every stage: an old (even broken) state is moot
+            self.state = read_json(self.path, "pipeline state")
+            if not isinstance(self.state.get("stages"), dict):
+                raise UserError(f"{self.path}: pipeline state has no 'stages'; delete it or pass --force")
+        self.force, self.log = force, log
+        self.seconds: dict[str, float] = {}
+        self.skipped: list[str] = []
+
+    def done(self, name: str, key: str, outputs: list[Path]) -> bool:
+        entry = self.state["stages"].get(name)
+        if not self.force and entry and entry.get("key") == key and all(p.exists() for p in outputs):
+            self.log(f"== {name}: up to date (done in {entry['seconds']:.0f}s earlier), skipped")
+            self.seconds[name] = 0.0
+            self.skipped.append(name)
+            return True
+        self.log(f"== {name}")
+        return False
+
+    def record(self, name: str, key: str, started: float, **info) -> None:
+        seconds = time.perf_counter() - started
+        self.seconds[name] = seconds
+        self.state["stages"][name] = {"key": key, "seconds": round(seconds, 1), **info}
+        write_json_atomic(self.path, self.state)
+        self.log(f"   {name} took {seconds:.0f}s")
+
+
+def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, force: bool = False,
+                 log: Callable[[str], None] | None = print, verbose: int = 2) -> PipelineResult:
+    """Run every stage (skipping those already done with the same options); write RUN_DIR/report.md."""
+    from exporter.bench.runner import run_bench
+    from exporter.bench.tables import write_reports
+    from exporter.contracts.pack import open_run_dir
+    from exporter.export.api import ExportContext
+    from exporter.pack_builder import build_pack
+    from exporter.train import train
+
+    options = options or PipelineOptions()
+    log = log or (lambda message: None)
+    run = RunDir(run_dir)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{run.path}: cannot create run folder ({exc.strerror or exc})") from None
+    stages = _Stages(run.pipeline_state, force, log)
+    config = options.training
+
+    # 1. data
+    data_dir = Path(options.data_dir) if options.data_dir else run.path / "data"
+    data_key = _key("data", options.data_dir, options.synth_count, options.synth_seed, config.input_size)
+    if not stages.done("data", data_key, [data_dir / "CameraRGB"]):
+        started = time.perf_counter()
+        if options.data_dir:
+            from exporter.data.carla import load_frames
+
+            frames = load_frames(data_dir, tuple(config.input_size), config.n_classes)
+            info = {"frames": len(frames)}
+        else:
+            from exporter.data.synth import write_synthetic_dataset
+
+            summary = write_synthetic_dataset(data_dir, options.synth_count, options.synth_seed,
+                                              tuple(config.input_size))
+            info = {"frames": summary["count"], "synthetic": True}
+        stages.record("data", data_key, started, **info)
+
+    # 2. train
+    train_key = _key("train", data_key, asdict(config))
+    if not stages.done("train", train_key, [run.model]):
+        started = time.perf_counter()
+        resumable = not force and run.training_state.exists() and \
+            read_training_state(run.training_state).get("config") == config.identity()
+        result = train(data_dir, run.path, config, resume=resumable, overwrite=not resumable, log=log,
+                       verbose=verbose)
+        stages.record("train", train_key, started, best_epoch=result.best_epoch,
+                      val_miou=result.best_val_miou, val_pixel_accuracy=result.best_val_pixel_accuracy,
+                      images_per_second=result.images_per_second)
+
+    # 3. export + validate (and the evaluation frames the bench scores against)
+    export_key = _key("export", sha256_file(run.model), [asdict(e) for e in options.exports],
+                      options.calibration_samples, options.validation_samples, asdict(options.budget),
+                      options.eval_frames)
+    context = None
+    if not stages.done("export", export_key, [run.path / e.file_name for e in options.exports]):
+        started = time.perf_counter()
+        context = ExportContext.open(run.model, data_dir, options.validation_samples, options.seed, log)
+        outside_budget = []
+        for spec in options.exports:
+            result = context.export(spec, calibration_samples=options.calibration_samples)
+            v = result.validation
+            within = options.budget.within(v.miou_drop_points, v.pixel_agreement)
+            if not within:
+                outside_budget.append(result.path.name)
+            log(f"   {result.path.name}: {result.entry.size_bytes / 1e6:.2f} MB in {result.entry.conversion_seconds:.1f}s, "
+                f"agreement {v.pixel_agreement:.4f}, mIoU drop {v.miou_drop_points:.2f} pt"
+                + ("" if within else "  (outside the accuracy budget: kept, flagged in the report)"))
+        stages.record("export", export_key, started, outside_budget=outside_budget)
+
+    # 4. pack
+    pack_key = _key("pack", export_key, options.eval_frames)
+    if not stages.done("pack", pack_key, [run.pack, run.eval_path]):
+        started = time.perf_counter()
+        build_pack(run.path, data_dir, run.pack, frames=options.eval_frames, seed=options.seed, log=log,
+                   context=context if context and len(context.validation) >= options.eval_frames else None)
+        stages.record("pack", pack_key, started, size_bytes=run.pack.stat().st_size)
+
+    # 5. bench
+    bench_json = run.bench_dir / "bench.json"
+    bench_key = _key("bench", pack_key, asdict(options.bench))
+    if not stages.done("bench", bench_key, [bench_json]):
+        started = time.perf_counter()
+        bench = run_bench(open_run_dir(run.path), run.bench_dir, options.bench, progress=log)
+        write_reports(bench, bench_json, run.bench_dir / "bench.csv", run.bench_dir / "bench.md")
+        stages.record("bench", bench_key, started)
+
+    # 6. report (always rewritten: cheap, and it shows this run's stage times)
+    started = time.perf_counter()
+    from exporter.run_report import write_report
+
+    report = write_report(run, options, stages.seconds, stages.state)
+    stages.seconds["report"] = time.perf_counter() - started
+    log(f"wrote {report}")
+    return PipelineResult(run.path, report, stages.seconds, stages.skipped)

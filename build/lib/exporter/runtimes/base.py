@@ -1,0 +1,288 @@
+"""The runtime adapter interface, its errors, I/O (de)quantization helpers and the registry.
+
+An adapter runs one exported artifact on one runtime. The caller always hands it float32 N×H×W×3 frames
+in [0, 1] (as the Keras model was trained) and always gets back float32 N×H×W×C logits — or, for a model
+whose output is an in-graph argmax, the integer class map N×H×W. Everything a model needs in between
+(quantizing a uint8/int8/int16 input, dequantizing quantized logits, resizing to the batch) happens inside
+the adapter, read from the model itself.
+
+Nothing here imports a framework at module level: the device may have only numpy, click and one runtime.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from abc import ABC, abstractmethod
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+DEVICES = ("cpu", "gpu")
+FORMATS = ("keras", "tflite", "onnx")
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime, or the requested device, is not present here: the bench reports the row as skipped."""
+
+
+class ModelLoadError(Exception):
+    """The artifact is broken or unsupported by this runtime: the bench reports the row as failed."""
+
+
+def module_missing(*modules: str) -> str | None:
+    """The first of ``modules`` that cannot be imported here, without importing it (None if all can).
+
+    ``find_spec`` raises ValueError for a module set to None in ``sys.modules`` and ImportError under an
+    import blocker; both mean "not usable".
+    """
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):
+            return name
+    return None
+
+
+def distribution_version(*distributions: str) -> str | None:
+    """Installed version of the first of ``distributions`` present, read without importing it."""
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A runtime's (often multi-line, source-location-laden) error message as one readable line."""
+    noise = ("exception from ", "check '", "frontend api failed", "warning:")
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.lower().startswith(noise)] or lines
+    text = "; ".join(useful) or exc.__class__.__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_model_file(path) -> Path:
+    """The artifact path, or ModelLoadError if it is missing, not a file or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: empty file")
+    return path
+
+
+def resolve_threads(threads: int | None) -> int | None:
+    """Validate a thread count (None = the runtime's default)."""
+    if threads is None:
+        return None
+    threads = int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    return threads
+
+
+def default_threads() -> int:
+    """All cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def check_images(images) -> np.ndarray:
+    """The frames as a C-contiguous float32 N×H×W×3 array (ValueError on anything else)."""
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected frames N×H×W×3, got shape {images.shape}")
+    if images.shape[0] < 1:
+        raise ValueError("expected at least one frame")
+    return np.ascontiguousarray(images, dtype=np.float32)
+
+
+def predict_in_batches(predict, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """``predict`` (frames → outputs) over ``images`` in batches of ``batch_size``, concatenated.
+
+    The one batching loop: runtime adapters, the Keras model at export and in training all go through it.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return np.concatenate([np.asarray(predict(images[i:i + batch_size])) for i in range(0, len(images), batch_size)])
+
+
+INTEGER_TYPES = (np.int8, np.uint8, np.int16)
+
+
+def quantize_input(images: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Float frames → the model's input dtype.
+
+    Integer inputs: ``q = round(x / scale + zero_point)`` clipped to the dtype's range (a uint8 input with
+    scale 1/255 and zero point 0 thus receives the camera bytes). Float inputs: a cast.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return images.astype(dtype, copy=False)
+    if dtype.type not in INTEGER_TYPES:
+        raise ModelLoadError(f"unsupported input type {dtype.name}")
+    if not scale:
+        raise ModelLoadError(f"{dtype.name} input has no quantization scale: cannot map float frames onto it")
+    info = np.iinfo(dtype)
+    q = np.round(images / np.float32(scale) + np.float32(zero_point))
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def is_class_map(shape, dtype, scale: float = 0.0) -> bool:
+    """An integer, unquantized N×H×W or N×H×W×1 output: an in-graph argmax."""
+    dtype = np.dtype(dtype)
+    rank = len(shape)
+    return dtype.kind in "iu" and not scale and (rank == 3 or (rank == 4 and shape[-1] == 1))
+
+
+def decode_output(output: np.ndarray, scale: float = 0.0, zero_point: int = 0) -> np.ndarray:
+    """A model's raw output → float32 logits (dequantized if quantized) or an N×H×W class map."""
+    output = np.asarray(output)
+    if is_class_map(output.shape, output.dtype, scale):
+        return output[..., 0] if output.ndim == 4 else output
+    if output.dtype.kind in "iu":
+        if not scale:
+            raise ModelLoadError(f"{output.dtype.name} logits output has no quantization scale")
+        return ((output.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+    return output.astype(np.float32, copy=False)
+
+
+def tensor_details(shape, dtype, scale: float = 0.0, zero_point: int = 0, name: str | None = None) -> dict:
+    """The common description of an input or output tensor (shape uses -1 / None for dynamic dims)."""
+    return {
+        "name": name,
+        "shape": [None if d is None or int(d) < 0 else int(d) for d in shape],
+        "dtype": np.dtype(dtype).name,
+        "scale": float(scale or 0.0),
+        "zero_point": int(zero_point or 0),
+        "quantized": bool(scale) and np.dtype(dtype).kind in "iu",
+    }
+
+
+class Runtime(ABC):
+    """One runtime adapter: ``load`` an artifact on a device, then ``predict`` float frames → logits."""
+
+    name: str = ""
+    formats: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()  # what must be importable for ``available``
+    distributions: tuple[str, ...] = ()  # pip distributions whose version ``version`` reports
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.device: str | None = None
+        self.threads: int | None = None
+        self._input: dict | None = None
+        self._output: dict | None = None
+        self._providers: list[str] = []
+        self._precision: str | None = None
+
+    @classmethod
+    def available(cls) -> str | None:
+        """None if this runtime can be used here, else why not (e.g. "onnxruntime is not installed")."""
+        missing = module_missing(*cls.modules)
+        return f"{missing} is not installed" if missing else None
+
+    def version(self) -> str:
+        """The installed runtime's version ("unknown" if it cannot be read)."""
+        return distribution_version(*self.distributions) or "unknown"
+
+    def _begin_load(self, path, device: str, threads: int | None) -> Path:
+        """Common checks before a load: runtime present, device known, file readable, format handled."""
+        missing = self.available()
+        if missing:
+            raise RuntimeUnavailable(missing)
+        if device not in DEVICES:
+            raise ValueError(f"unknown device {device!r}; known: {', '.join(DEVICES)}")
+        path = check_model_file(path)
+        fmt = format_of(path)
+        if fmt in FORMATS and fmt not in self.formats:
+            raise ModelLoadError(f"{path.name}: {self.name} runs {', '.join(self.formats)} artifacts, not {fmt}")
+        self.path, self.device, self.threads = path, device, resolve_threads(threads)
+        return path
+
+    @abstractmethod
+    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
+        """Load an artifact. RuntimeUnavailable if the device is absent; ModelLoadError if the file is bad."""
+
+    @abstractmethod
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Float32 N×H×W×3 frames in [0, 1] (any N) → float32 N×H×W×C logits, or an N×H×W class map."""
+
+    def _require_loaded(self) -> None:
+        if self._input is None:
+            raise RuntimeError(f"{self.name}: call load() before predict()")
+
+    def input_details(self) -> dict:
+        """The model's input: name, shape, dtype, quantization scale and zero point."""
+        self._require_loaded()
+        return dict(self._input)
+
+    def output_details(self) -> dict:
+        """The model's output: name, shape, dtype, quantization, and kind ("logits" or "class_map")."""
+        self._require_loaded()
+        return dict(self._output)
+
+    def providers(self) -> list[str]:
+        """What executes the model (ORT providers, LiteRT delegate, OpenVINO device, TF device), set by ``load``."""
+        return list(self._providers) if self._input is not None else []
+
+    def precision(self) -> str | None:
+        """The precision that actually ran, where the runtime says (e.g. OpenVINO's inference precision)."""
+        return self._precision if self._input is not None else None
+
+    def details(self) -> dict:
+        """Facts only this adapter knows (cached batches, notes), added to ``info``."""
+        return {}
+
+    def info(self) -> dict:
+        """Runtime, version, device, threads, providers, precision, and the model's I/O."""
+        self._require_loaded()
+        return {
+            "runtime": self.name,
+            "runtime_version": self.version(),
+            "device": self.device,
+            "threads": self.threads,
+            "providers": self.providers(),
+            "precision": self.precision(),
+            "model": str(self.path),
+            "input": self.input_details(),
+            "output": self.output_details(),
+            **self.details(),
+        }
+
+
+def format_of(path) -> str:
+    """The artifact format from the file suffix (``keras``, ``tflite``, ``onnx``; else the bare suffix)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"h5": "keras", "lite": "tflite"}.get(suffix, suffix)
+
+
+RUNTIMES: dict[str, type[Runtime]] = {}
+
+
+def register(cls: type[Runtime]) -> type[Runtime]:
+    """Class decorator: add an adapter to ``RUNTIMES`` under its ``name``."""
+    if not cls.name or not cls.formats:
+        raise TypeError(f"{cls.__name__} needs a name and formats")
+    RUNTIMES[cls.name] = cls
+    return cls
+
+
+def get_runtime(name: str) -> Runtime:
+    """A fresh adapter instance by name (ValueError naming the known ones if unknown)."""
+    try:
+        cls = RUNTIMES[name]
+    except KeyError:
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None
+    return cls()
+
+
+def runtimes_for(fmt: str) -> list[str]:
+    """Names of the registered runtimes that run artifacts of ``fmt``."""
+    return [name for name, cls in RUNTIMES.items() if fmt in cls.formats]

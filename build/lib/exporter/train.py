@@ -1,0 +1,321 @@
+"""Train the seed U-Net: Adam + sparse CE on logits, val pixel accuracy and mIoU per epoch, resumable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exporter import metrics
+from exporter.classes import class_names
+from exporter.contracts import checks
+from exporter.contracts.checks import ContractError
+from exporter.contracts.rundir import RunDir
+from exporter.errors import UserError
+from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
+
+HISTORY_FIELDS = (
+    "epoch", "loss", "pixel_accuracy", "val_loss", "val_pixel_accuracy", "val_miou",
+    "epoch_seconds", "images_per_second",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What a run is trained with; stored in RUN_DIR/config.json."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    n_filters: int = 32
+    input_size: tuple[int, int] = (96, 128)
+    n_classes: int = 23
+    dropout: float = 0.3
+    val_split: float = 0.15
+    seed: int = 0
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with the original (everything but ``epochs``)."""
+        ident = asdict(self)
+        ident.pop("epochs")
+        ident["input_size"] = list(self.input_size)
+        return ident
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` made: paths, the best epoch and its validation scores, throughput."""
+
+    run_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_val_miou: float
+    best_val_pixel_accuracy: float
+    images_per_second: float
+    history: list[dict] = field(default_factory=list)
+
+
+def _progress(log: Callable[[str], None]) -> Callable[[str], None]:
+    return log or (lambda message: None)
+
+
+def evaluate(model, images: np.ndarray, masks: np.ndarray, n_classes: int, batch_size: int = 16) -> dict:
+    """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model, numpy scoring."""
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+    loss_sum = 0.0
+    for start in range(0, len(images), batch_size):
+        logits = np.asarray(model(images[start:start + batch_size], training=False), dtype=np.float64)
+        labels = masks[start:start + batch_size].astype(np.int64)
+        shifted = logits - logits.max(axis=-1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+        loss_sum += -np.take_along_axis(log_probs, labels[..., None], axis=-1).sum()
+        confusion += metrics.confusion_matrix(labels, logits.argmax(-1), n_classes)
+    return {
+        "val_loss": loss_sum / max(1, masks.size),
+        "val_pixel_accuracy": metrics.pixel_accuracy(confusion),
+        "val_miou": metrics.mean_iou(confusion),
+    }
+
+
+def _history_csv(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and validation accuracy/mIoU per epoch, as a PNG (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["pixel_accuracy"] for r in history], "o-", label="train pixel acc")
+    ax_acc.plot(epochs, [r["val_pixel_accuracy"] for r in history], "o-", label="val pixel acc")
+    ax_acc.plot(epochs, [r["val_miou"] for r in history], "o-", label="val mIoU")
+    ax_acc.set(xlabel="epoch", ylim=(0, 1), title="validation")
+    ax_acc.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def save_keras_atomic(model, path: Path) -> None:
+    """``model.save`` to a temp ``.keras`` beside ``path``, then rename."""
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+CHECKPOINT_NAME = re.compile(r"^(epoch_\d{4}|last)\.keras$")
+# Temp files of atomic writes (fileio.atomic_path: ".NAME.random...") that a kill can leave behind.
+TEMP_PREFIXES = (".epoch_", ".last.keras.", ".state.json.", ".model.keras.", ".config.json.", ".history.csv.",
+                 ".training_curves.png.")
+
+
+STATE_NUMBERS = ("best_val_miou", "best_val_pixel_accuracy")
+
+
+def read_training_state(path: Path) -> dict:
+    """checkpoint/state.json, checked: a damaged or hand-edited one is a one-line UserError naming it.
+
+    Checkpoint names must be checkpoint files of this folder (``epoch_NNNN.keras``): a name with a path in it
+    would make resume read or promote a file outside the run.
+    """
+    state = read_json(path, "training checkpoint state")
+    try:
+        for name in ("epoch", "best_epoch"):
+            if checks.integer(state.get(name), name, required=True) < 0:
+                raise ContractError(f"{name}: negative")
+        for name in STATE_NUMBERS:
+            checks.number(state.get(name), name, required=True)
+        for i, row in enumerate(checks.items(state.get("history"), "history")):
+            for name in HISTORY_FIELDS:
+                checks.number(checks.obj(row, f"history[{i}]").get(name), f"history[{i}].{name}", required=True)
+        checks.obj(state.get("config"), "config")
+        for name in ("last_checkpoint", "best_checkpoint"):
+            value = checks.text(state.get(name), name)
+            if value is not None and not CHECKPOINT_NAME.match(value):
+                raise ContractError(f"{name}: {value[:80]!r} is not a checkpoint file name")
+    except ContractError as exc:
+        raise UserError(f"{path}: not a valid training state ({exc})") from None
+    return state
+
+
+def _promote(state: dict, run: RunDir, heal: bool) -> None:
+    """Make model.keras the committed best checkpoint; delete checkpoints the state no longer names.
+
+    After an epoch only a new best is copied; ``heal`` (on resume, after a possible kill) compares the files.
+    Also removes temp files a killed save left behind. Runs in the training process only.
+    """
+    import shutil
+
+    checkpoints = run.checkpoints
+    best_name = state.get("best_checkpoint")  # None: a run started by 0.1, which wrote model.keras directly
+    try:
+        if best_name:
+            best, target = checkpoints / best_name, run.model
+            new_best = best_name == state.get("last_checkpoint")  # this epoch's checkpoint is the best
+            if not target.exists() or (sha256_file(target) != sha256_file(best) if heal else new_best):
+                with atomic_path(target, suffix=".keras") as tmp:
+                    shutil.copyfile(best, tmp)
+        keep = {best_name, state.get("last_checkpoint")}
+        for path in [*checkpoints.iterdir(), *run.path.glob(".*")]:
+            stale = CHECKPOINT_NAME.match(path.name) and path.name not in keep
+            if (stale or path.name.startswith(TEMP_PREFIXES)) and path.is_file():
+                path.unlink()
+    except OSError as exc:
+        raise UserError(f"{checkpoints}: cannot bring the run in line with its checkpoints "
+                        f"({exc.strerror or exc})") from None
+
+
+def _sync(state: dict, run: RunDir, run_config: dict, heal: bool = False) -> None:
+    """After a commit (state.json): config.json, model.keras, history.csv and the curves follow it."""
+    write_json_atomic(run.config_path, run_config)
+    _promote(state, run, heal)
+    write_text_atomic(run.history_path, _history_csv(state["history"]))
+    if state["history"]:
+        plot_curves(state["history"], run.curves)
+
+
+def _forget_previous_run(checkpoints: Path) -> None:
+    """--force: the old run's commit point and checkpoints go before the new run saves its first epoch.
+
+    Otherwise the old state.json could name a checkpoint file that the new run overwrites, and a resume
+    after a kill would mix the two runs. The old model.keras stays until the new run's first commit.
+    """
+    if not checkpoints.is_dir():
+        return
+    for path in checkpoints.iterdir():
+        if path.name == "state.json" or CHECKPOINT_NAME.match(path.name):
+            path.unlink()
+
+
+def train(
+    data_dir: str | Path,
+    run_dir: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+    log: Callable[[str], None] | None = print,
+    verbose: int = 2,
+) -> TrainResult:
+    """Train on a CARLA-layout folder; write model.keras (best val mIoU), config.json, history.csv, curves."""
+    from exporter.data.carla import load_frames, split_indices, tf_dataset
+
+    config = config or TrainConfig()
+    log = _progress(log)
+    run = RunDir(run_dir)
+    checkpoints, state_path = run.checkpoints, run.training_state
+    if resume and not state_path.exists():
+        raise UserError(f"{run.path}: nothing to resume (no checkpoint/state.json); run without --resume")
+    if not resume and not overwrite and (state_path.exists() or run.model.exists()):
+        raise UserError(f"{run.path}: already holds a training run; pass --resume to continue or --force to start over")
+    if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
+        raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
+    state = None
+    if resume:
+        state = read_training_state(state_path)
+        if state.get("config") != config.identity():
+            raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
+
+    frames = load_frames(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
+                         warn=lambda m: log(f"warning: skipped {m}"))
+    if frames.skipped:
+        log(f"skipped {len(frames.skipped)} bad file(s)")
+    train_idx, val_idx = split_indices(len(frames), config.val_split, config.seed)
+    train_frames, val_frames = frames.subset(train_idx), frames.subset(val_idx)
+
+    import keras
+
+    from exporter.model import build_unet
+
+    if state is not None:
+        last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
+        try:
+            model = keras.saving.load_model(last, compile=True, safe_mode=True)
+        except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
+            raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
+        log(f"resuming {run.path} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
+    else:
+        keras.utils.set_random_seed(config.seed)
+        model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+        )
+        state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
+                 "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
+    run_config = {
+        **asdict(config), "input_size": list(config.input_size), "data_dir": str(data_dir),
+        "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
+        "parameters": int(model.count_params()), "val_stems": val_frames.stems,
+    }
+    if state["epoch"]:
+        _sync(state, run, run_config, heal=True)  # a kill between the last commit and its sync is healed here
+    elif overwrite:
+        _forget_previous_run(checkpoints)
+    log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
+        f"{model.count_params():,} parameters")
+
+    def commit(epoch: int, logs: dict, seconds: float) -> None:
+        """Score the epoch on the validation frames, save its checkpoint, commit, bring the run in line."""
+        nonlocal state
+        scores = evaluate(model, val_frames.images, val_frames.masks, config.n_classes, config.batch_size)
+        row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "pixel_accuracy": float(logs["pixel_accuracy"]),
+               **scores, "epoch_seconds": seconds, "images_per_second": len(train_frames) / seconds}
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}  val pixel acc "
+            f"{row['val_pixel_accuracy']:.4f}  val mIoU {row['val_miou']:.4f}  "
+            f"({row['images_per_second']:.1f} img/s)")
+        # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
+        # (the commit point); only after it are config.json, model.keras and history.csv brought in line.
+        # A kill before the commit leaves the previous epoch's state; a kill after it, before the sync
+        # ends, leaves model.keras at the previous best (a whole, loadable file) until --resume syncs it.
+        name = f"epoch_{epoch + 1:04d}.keras"
+        save_keras_atomic(model, checkpoints / name)
+        state = {**state, "history": [*state["history"], row], "epoch": epoch + 1, "last_checkpoint": name}
+        if row["val_miou"] > state["best_val_miou"]:
+            state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
+                         best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
+        write_json_atomic(state_path, state)
+        _sync(state, run, run_config)
+
+    class EpochCommit(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            commit(epoch, logs or {}, time.perf_counter() - self.started)
+
+    if state["epoch"] < config.epochs:
+        # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
+        # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
+        steps = -(-len(train_frames) // config.batch_size)
+        train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed).repeat()
+        model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
+                  verbose=verbose, shuffle=False, callbacks=[EpochCommit()])
+
+    history = state["history"]
+    return TrainResult(
+        run_dir=run.path, model_path=run.model, best_epoch=state["best_epoch"],
+        best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
+        images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
+        history=history,
+    )
