@@ -7,6 +7,7 @@ bounded, every member's sha256 checked against pack.json, no pickle ever loaded.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -149,6 +150,8 @@ def open_pack(pack: str | Path, dest: str | Path) -> BenchTarget:
     except FileNotFoundError:
         raise UserError(f"{pack}: pack not found") from None
     except (OSError, EOFError) as exc:
+        if getattr(exc, "errno", None) == errno.EINVAL:  # zipfile seeking to an offset a damaged header gave
+            raise UserError(f"{pack}: truncated or corrupt pack (an offset points outside the file)") from None
         raise UserError(f"{pack}: cannot read pack ({exc})") from None
     except CORRUPT_ZIP_ERRORS as exc:  # what zipfile and zlib raise on damaged bytes besides BadZipFile
         raise UserError(f"{pack}: truncated or corrupt pack ({exc.__class__.__name__}: {exc})"[:300]) from None
