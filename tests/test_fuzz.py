@@ -18,7 +18,9 @@ import os
 import re
 import shutil
 import time
+import warnings
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -75,22 +77,11 @@ def mutate_zip(data: bytes, rng: np.random.Generator) -> bytes:
     else:
         members[i], members[j] = (members[i][0], members[j][1]), (members[j][0], members[i][1])
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst, _quiet_duplicates():
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": on purpose
         for name, content in members:
             dst.writestr(name, content)
     return out.getvalue()
-
-
-class _quiet_duplicates:
-    def __enter__(self):
-        import warnings
-
-        self._catch = warnings.catch_warnings()
-        self._catch.__enter__()
-        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": on purpose
-
-    def __exit__(self, *exc):
-        self._catch.__exit__(*exc)
 
 
 ODD_VALUES = [None, True, False, 0, -1, 1e308, float("nan"), "", "x" * 500, "../../etc/passwd", [], {}, [None],
@@ -150,8 +141,9 @@ def _listing(root: Path, skip: Path) -> set[Path]:
 
 
 def fuzz(name: str, root: Path, make_trial, run_trial) -> None:
-    """Run trials for SECONDS; each: ``make_trial(rng, trial_dir) -> (args-runner, file that must be named)``."""
-    rng = np.random.default_rng([SEED, abs(hash(name)) % 2**31])
+    """Trials for SECONDS: ``make_trial(rng, folder)`` writes a damaged file and returns it (the file an error
+    must name); ``run_trial(folder)`` runs the command that reads it."""
+    rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])  # the same trials in every run
     messages: Counter = Counter()
     trials, started = 0, time.monotonic()
     while trials < 3 or time.monotonic() - started < SECONDS:
