@@ -51,7 +51,6 @@ class BenchSettings:
         if self.warmup < 0 or self.min_runs < 1 or self.min_seconds < 0 or self.timeout <= 0:
             raise UserError("--warmup ≥ 0, --min-runs ≥ 1, --min-seconds ≥ 0 and --timeout > 0")
 
-
     @property
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or (os.cpu_count() or 1,)
@@ -84,11 +83,12 @@ def run_worker(spec: dict, timeout: float) -> list[BenchRow] | str:
     return f"worker exited with code {proc.returncode}: {tail[-1][:300] if tail else 'no output'}"
 
 
-def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings = BenchSettings(),
+def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings | None = None,
               progress: Callable[[str], None] | None = None) -> BenchResult:
-    """Measure every planned (artifact, runtime) on each device and thread count."""
+    """Measure every planned (artifact, runtime) on each device and thread count (default settings if None)."""
     from exporter.runtimes import RUNTIMES
 
+    settings = settings or BenchSettings()
     progress = progress or (lambda message: None)
     work_dir = Path(work_dir)
     reference = reference_scores(target.eval_path)  # also checks the frames before minutes of measuring

@@ -106,7 +106,8 @@ def check_images(images) -> np.ndarray:
 def predict_in_batches(predict, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """``predict`` (frames → outputs) over ``images`` in batches of ``batch_size``, concatenated.
 
-    The one batching loop: runtime adapters, the Keras model at export and in training all go through it.
+    The one batching loop: the export reference, export validation and the bench worker go through it
+    (training's evaluation streams loss and confusion per batch instead of keeping every output).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
