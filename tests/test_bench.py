@@ -319,3 +319,50 @@ def test_int8_dot_product_follows_cpuid_not_an_emulators_cpuinfo(monkeypatch):
     assert cpu({}, []) == "unknown"
     monkeypatch.undo()
     assert environment.describe()["int8_dot_product"] in ("vnni", "vpmaddubsw", "dotprod", "neon", "unknown")
+
+
+def test_gate_exits_1_naming_the_rows_outside_the_budget(exported_run, tmp_path):
+    _, pack = exported_run
+    out = tmp_path / "gate.json"
+    strict = CliRunner().invoke(bench_cli, ["run", str(pack), "--runtimes", "litert", "--min-agreement", "0.99999",
+                                            "--max-miou-drop", "0", "--json", str(out), *FAST])
+    assert strict.exit_code == 1, strict.output
+    last = strict.output.strip().splitlines()[-1]
+    assert last.startswith("check failed: ") and "rows outside the budget" in last
+    assert "unet_int8_uint8io_argmax.tflite on litert/cpu" in last
+    table = strict.output.split("check failed")[0]
+    assert " budget " in table.splitlines()[[i for i, line in enumerate(table.splitlines())
+                                             if line.startswith("artifact")][0]] + " "
+    assert "OVER" in table
+    assert json.loads(out.read_text())["results"]  # the reports are written before the gate fails
+    loose = CliRunner().invoke(bench_cli, ["run", str(pack), "--runtimes", "litert", "--min-agreement", "0",
+                                           "--max-miou-drop", "100", *FAST])
+    assert loose.exit_code == 0, loose.output
+    assert "every measured row is within the budget (mIoU drop ≤ 100 points, pixel agreement ≥ 0%" in loose.output
+
+
+def test_plots_without_matplotlib_fail_before_measuring(exported_run, tmp_path, monkeypatch):
+    _, pack = exported_run
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = CliRunner().invoke(bench_cli, ["run", str(pack), "--plots", str(tmp_path / "p"), *FAST])
+    assert result.exit_code == 2 and "unet-export[plots]" in result.output
+    assert "[1/" not in result.output and result.output.count("\n") == 1  # nothing measured, one line
+
+
+def test_one_line_per_missing_runtime(exported_run, tmp_path):
+    """A device with LiteRT only: one progress line per runtime not installed, none per artifact."""
+    _, pack = exported_run
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCKER)
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'site'}{os.pathsep}{Path(__file__).parents[1]}")
+    code = "from exporter.cli.bench import cli; cli()"
+    proc = subprocess.run([sys.executable, "-c", code, "run", str(pack), "--batch-sizes", "1,2", *FAST],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    for runtime, rows in (("keras", 2), ("onnxruntime", 2), ("openvino", 2 * 3)):
+        said = [line for line in lines if line.startswith(f"{runtime}:") or line.startswith(f"skipped {runtime}/")]
+        assert len(said) == 2, (runtime, said)  # the progress line and the table's line
+        assert f"skipping its {rows} rows (pip install 'unet-export[" in said[0]
+        assert said[1].startswith(f"skipped {runtime}/cpu ({rows} rows): ")
+    assert not any("skipped" in line and line.startswith("[") for line in lines)

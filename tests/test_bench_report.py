@@ -106,9 +106,11 @@ def _rows(bench: dict) -> list:
 def test_terminal_table_one_line_per_row_with_reasons(bench):
     table = tables.terminal_table(_rows(bench))
     lines = table.splitlines()
-    assert len(lines) == 2 + len(bench["results"])  # header, rule, one line per row
+    measured = [r for r in bench["results"] if r["status"] != "skipped"]
+    assert len(lines) == 2 + len(measured) + 1  # header, rule, one line per row, one line per skipped group
     assert lines[0].split()[:3] == ["artifact", "runtime", "device"]
-    assert "skipped: GPU delegate not available" in table
+    assert lines[-1] == ("skipped litert/gpu (1 row): GPU delegate not available on this machine "
+                         "(no OpenCL driver found in /usr/lib)")
     failed = next(line for line in lines if "failed" in line)
     assert "failed: ONNXRuntimeError" in failed and failed.rstrip().endswith("...")
     assert "Traceback" not in table  # only the first line of the reason, shortened
@@ -116,13 +118,68 @@ def test_terminal_table_one_line_per_row_with_reasons(bench):
     assert "48.0" in keras and "100.00%" in keras and "0.6120" in keras
     openvino = next(line for line in lines if "openvino" in line)
     assert "0.95" in openvino and "7.76" in openvino
-    skipped = next(line for line in lines if "skipped" in line)
-    cells = skipped.split()
+    cells = failed.split()
     assert cells[3] == "-"  # threads null
     assert cells.count("-") == 6  # threads, p50, p90, fps, mIoU, agreement
     # aligned: the status column starts at the same offset on every row
     offset = lines[0].index("status")
-    assert all(line[offset:].split()[0] in ("ok", "skipped:", "failed:") for line in lines[2:])
+    assert all(line[offset:].split()[0] in ("ok", "failed:") for line in lines[2:-1])
+
+
+def test_missing_runtime_is_one_line_not_one_row_per_artifact(bench):
+    rows = [r for r in bench["results"] if r["status"] == "ok"]
+    for name in ("a", "b", "c"):
+        for runtime in ("onnxruntime", "openvino"):
+            rows.append(_not_ok(f"unet_{name}.onnx", "onnx", "fp32", runtime, "skipped",
+                                f"{runtime} is not installed"))
+    bench["results"] = rows
+    lines = tables.terminal_table(_rows(bench)).splitlines()
+    assert lines[-2:] == ["skipped onnxruntime/cpu (3 rows): onnxruntime is not installed",
+                          "skipped openvino/cpu (3 rows): openvino is not installed"]
+    assert len(lines) == 2 + 7 + 2
+    markdown = tables.to_markdown(_result(bench))
+    assert "- skipped openvino/cpu (3 rows): openvino is not installed" in markdown
+    assert markdown.count("| unet_a.onnx") == 0
+
+
+def test_budget_columns_and_gate(bench):
+    from exporter.bench import gate
+    from exporter.budget import Budget
+    from exporter.errors import CheckFailed
+
+    result = _result(bench)
+    budget = Budget(max_miou_drop=1.0, min_agreement=0.98)
+    verdicts = gate.judge(result, budget)
+    # no stored reference in this file: the Keras row's mIoU (0.612) is what drift is measured from
+    by_row = {(v.row.artifact, v.row.runtime, v.row.threads): v for v in verdicts if v is not None}
+    assert by_row[("unet.keras", "keras", 4)].within and by_row[("unet.keras", "keras", 4)].miou_drop == 0
+    int8 = by_row[("unet_int8.tflite", "litert", 4)]
+    assert int8.miou_drop == pytest.approx(4.1) and not int8.within
+    assert int8.problems == ("mIoU drop 4.10 points > budget 1", "pixel agreement 0.9412 < budget 0.98")
+    assert not by_row[("unet_int8.onnx", "onnxruntime", None)].within  # failed to run
+    assert verdicts[[r["status"] for r in bench["results"]].index("skipped")] is None
+
+    table = tables.terminal_table(list(result.rows), verdicts)
+    header = table.splitlines()[0].split()
+    assert header[-3:] == ["drop", "budget", "status"]
+    int8_line = next(line for line in table.splitlines() if line.startswith("unet_int8.tflite"))
+    assert "4.10" in int8_line and "OVER" in int8_line
+    keras_line = next(line for line in table.splitlines() if line.startswith("unet.keras"))
+    assert "within" in keras_line
+    assert "| budget |" in tables.to_markdown(result, verdicts=verdicts).replace("  ", " ").replace("  ", " ")
+
+    with pytest.raises(CheckFailed) as info:
+        gate.check(result, budget)
+    message = str(info.value)
+    assert message.startswith("3 of 8 rows outside the budget (mIoU drop ≤ 1 point, pixel agreement ≥ 98% vs Keras): ")
+    assert "unet_int8.tflite on litert/cpu (4t×1b): mIoU drop 4.10 points > budget 1" in message
+    assert "unet_int8.onnx on onnxruntime/cpu (-t×1b): failed to run" in message
+    assert "\n" not in message
+    with pytest.raises(CheckFailed, match=r"^1 of 8 rows .*unet_int8.onnx on onnxruntime/cpu \(-t×1b\): failed to run$"):
+        gate.check(result, Budget(max_miou_drop=5.0))  # a row that did not run is never within a budget
+    bench["results"] = [r for r in bench["results"] if r["status"] != "failed"]
+    gate.check(_result(bench), Budget(max_miou_drop=5.0))  # within: returns, no exception
+    gate.check(result, Budget())  # no budget: no gate
 
 
 def test_csv_round_trips_with_flattened_fields(bench):
@@ -150,7 +207,7 @@ def test_markdown_has_environment_table_and_reasons(bench):
     assert "Intel(R) Core(TM) i7-1185G7" in text and "- label: laptop" in text
     assert "onnxruntime 1.32.0" in text
     table = [line for line in text.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + len(bench["results"])
+    assert len(table) == 2 + len([r for r in bench["results"] if r["status"] != "skipped"])
     assert table[0].startswith("| artifact") and set(table[1]) <= set("|-: ")
     assert all(line.count("|") == table[0].count("|") for line in table)
     assert "## Skipped and failed" in text
@@ -233,39 +290,69 @@ def _table(text: str) -> list[list[str]]:
 
 def test_compare_default_baseline_ratios(bench, pi_bench):
     text = compare_mod.compare([("laptop-file", _result(bench)), ("pi-file", _result(pi_bench))])
-    assert "Baseline: unet.keras/keras/cpu threads=4 batch=1 in run 'laptop'" in text
+    assert "Baseline: unet.keras/keras/cpu (4t×1b) in run 'laptop' (48.0 ms/frame)" in text
     table = _table(text)
     header = table[0]
-    assert header[5:] == ["laptop p50 ms", "laptop mIoU", "laptop p50 vs baseline",
-                          "pi4 p50 ms", "pi4 mIoU", "pi4 p50 vs baseline"]
-    rows = {(r[0], r[1], r[2], r[3]): r for r in table[2:]}
-    assert len(table) == 2 + len(bench["results"])
-    keras = rows[("unet.keras", "keras", "cpu", "4")]
-    assert keras[7] == "1.00x" and keras[10] == f"{48.0 * 6 / 48.0:.2f}x"
-    int8 = rows[("unet_int8.tflite", "litert", "cpu", "4")]
-    assert int8[7] == f"{7.3 / 48.0:.2f}x" == "0.15x"
-    assert int8[10] == f"{31.0 / 48.0:.2f}x" == "0.65x"
-    openvino = rows[("unet.onnx", "openvino", "cpu", "4")]
-    assert openvino[7] == f"{0.95 / 48.0:.3f}x" == "0.020x" and openvino[8:] == ["-", "-", "-"]
-    skipped = rows[("unet_fp16.tflite", "litert", "gpu", "-")]
-    assert skipped[5] == "skipped" and skipped[7] == "-"
+    assert header[3:] == ["laptop ms/frame", "laptop threads×batch", "laptop mIoU", "laptop vs baseline",
+                          "pi4 ms/frame", "pi4 threads×batch", "pi4 mIoU", "pi4 vs baseline"]
+    rows = {(r[0], r[1], r[2]): r for r in table[2:]}
+    # one line per artifact × runtime × device: int8 at 1 and 4 threads is one line, the skipped GPU row none
+    assert len(table) == 2 + 7
+    keras = rows[("unet.keras", "keras", "cpu")]
+    assert keras[6] == "1.00x" and keras[10] == f"{48.0 * 6 / 48.0:.2f}x"
+    int8 = rows[("unet_int8.tflite", "litert", "cpu")]
+    assert int8[3:7] == ["3.10", "1t×1b (best of 2)", "0.5710", f"{3.1 / 48.0:.3f}x"]
+    assert int8[7:] == [f"{3.1 * 6:.1f}", "1t×1b (best of 2)", "0.5710", f"{3.1 * 6 / 48.0:.2f}x"]
+    openvino = rows[("unet.onnx", "openvino", "cpu")]
+    assert openvino[6] == f"{0.95 / 48.0:.3f}x" == "0.020x" and openvino[7:] == ["-", "-", "-", "-"]
+    failed = rows[("unet_int8.onnx", "onnxruntime", "cpu")]
+    assert failed[3] == "failed" and failed[6] == "-"
+    assert "No partner in the other run: 1 row only in 'laptop': unet.onnx/openvino/cpu" in text
+    assert "skipped" not in text
 
     data = compare_mod.comparison([("a", _result(bench)), ("b", _result(pi_bench))])
-    key = ("unet_int8.tflite", "litert", "cpu", 1, 1)
+    key = ("unet_int8.tflite", "litert", "cpu")
     assert data.ratios[("pi4", key)] == pytest.approx(3.1 * 6 / 48.0)
+    assert data.unpaired == {"laptop": [("unet.onnx", "openvino", "cpu")]}
+
+
+def test_compare_pairs_different_threads_and_batches_per_frame(bench):
+    """The README's recipe: a Pi at 1 thread, batch 1 and 4, against a laptop at 2 threads, batch 1."""
+    laptop, pi = copy.deepcopy(bench), copy.deepcopy(bench)
+    laptop["results"] = [_row("unet_int8.tflite", "tflite", "int8", "litert", 8.0, 0.57, 0.94, threads=2),
+                         _row("unet_fp32.tflite", "tflite", "fp32", "litert", 20.0, 0.61, 0.999, threads=2)]
+    pi["environment"]["label"] = "pi4"
+    pi["results"] = [_row("unet_int8.tflite", "tflite", "int8", "litert", 60.0, 0.57, 0.94, threads=1),
+                     _row("unet_int8.tflite", "tflite", "int8", "litert", 200.0, 0.57, 0.94, threads=1, batch=4),
+                     _row("unet_fp32.tflite", "tflite", "fp32", "litert", 150.0, 0.61, 0.999, threads=1, batch=4),
+                     _row("unet_fp32.tflite", "tflite", "fp32", "litert", 140.0, 0.61, 0.999, threads=1)]
+    text = compare_mod.compare([("l", _result(laptop)), ("p", _result(pi))])
+    rows = {r[0]: r for r in _table(text)[2:]}
+    assert len(rows) == 2 and "No partner" not in text
+    assert rows["unet_int8.tflite"][3:5] == ["8.00", "2t×1b"]
+    assert rows["unet_int8.tflite"][7:] == ["50.0", "1t×4b (best of 2)", "0.5700", f"{50.0 / 8.0:.2f}x"]
+    assert rows["unet_fp32.tflite"][7:9] == ["37.5", "1t×4b (best of 2)"]  # 150 ms for 4 frames
+    # a baseline can name one configuration: threads and batch
+    data = compare_mod.comparison([("l", _result(laptop)), ("p", _result(pi))],
+                                  baseline="pi4:unet_int8.tflite/litert/cpu/1/1")
+    assert data.baseline_ms == pytest.approx(60.0) and data.baseline_row.batch_size == 1
+    assert data.ratios[("laptop", ("unet_int8.tflite", "litert", "cpu"))] == pytest.approx(8.0 / 60.0)
 
 
 def test_compare_named_baseline_and_file_stem_labels(bench, pi_bench):
     del bench["environment"]["label"]
-    text = compare_mod.compare([("run-a", _result(bench)), ("pi-file", _result(pi_bench))], baseline="unet_int8.tflite/litert/cpu")
-    assert "Baseline: unet_int8.tflite/litert/cpu threads=4 batch=1 in run 'run-a' (p50 7.30 ms)" in text
-    rows = {(r[0], r[1], r[2], r[3]): r for r in _table(text)[2:]}
-    assert _table(text)[0][5] == "run-a p50 ms"
-    assert rows[("unet.keras", "keras", "cpu", "4")][7] == f"{48.0 / 7.3:.2f}x" == "6.58x"
-    assert rows[("unet_int8.tflite", "litert", "cpu", "4")][10] == f"{31.0 / 7.3:.2f}x"
+    text = compare_mod.compare([("run-a", _result(bench)), ("pi-file", _result(pi_bench))],
+                               baseline="unet_int8.tflite/litert/cpu/4")
+    assert "Baseline: unet_int8.tflite/litert/cpu (4t×1b) in run 'run-a' (7.30 ms/frame)" in text
+    rows = {(r[0], r[1], r[2]): r for r in _table(text)[2:]}
+    assert _table(text)[0][3] == "run-a ms/frame"
+    assert rows[("unet.keras", "keras", "cpu")][6] == f"{48.0 / 7.3:.2f}x" == "6.58x"
+    # the baseline run's cell is the baseline configuration itself, not its fastest one
+    assert rows[("unet_int8.tflite", "litert", "cpu")][3:7] == ["7.30", "4t×1b (best of 2)", "0.5710", "1.00x"]
+    assert rows[("unet_int8.tflite", "litert", "cpu")][10] == f"{3.1 * 6 / 7.3:.2f}x"
     # a run prefix takes the baseline from that run
     data = compare_mod.comparison([("run-a", _result(bench)), ("p", _result(pi_bench))], baseline="pi4:unet.keras/keras/cpu")
-    assert data.baseline_label == "pi4" and data.baseline_p50 == pytest.approx(288.0)
+    assert data.baseline_label == "pi4" and data.baseline_ms == pytest.approx(288.0)
     assert data.ratios[("run-a", data.baseline_key)] == pytest.approx(48.0 / 288.0)
 
 
@@ -281,7 +368,7 @@ def test_compare_rejects_unknown_baseline(bench, pi_bench):
 
 def test_compare_same_label_twice_is_disambiguated(bench):
     text = compare_mod.compare([("a", _result(bench)), ("b", _result(bench))])
-    assert "laptop p50 ms" in text and "laptop#2 p50 ms" in text
+    assert "laptop ms/frame" in text and "laptop#2 ms/frame" in text
 
 
 # ---------------------------------------------------------------- plots

@@ -95,13 +95,20 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
     results: list[BenchRow] = []
     jobs = [(a, r, d, t) for a, r in plan(target, settings.runtimes) for d in settings.devices
             for t in settings.thread_counts]
+    missing_runtimes = {r: RUNTIMES[r].available() for r in dict.fromkeys(job[1] for job in jobs)}
+    for runtime, missing in missing_runtimes.items():
+        if missing:  # one line per runtime not installed here, not one per artifact
+            count = sum(1 for job in jobs if job[1] == runtime) * len(settings.batch_sizes)
+            hint = "unet-export[host]" if runtime == "keras" else f"unet-export[{runtime}]"
+            progress(f"{runtime}: {missing}, skipping its {count} row{'s' if count != 1 else ''} "
+                     f"(pip install '{hint}' to bench it)")
     for number, (artifact, runtime, device, n_threads) in enumerate(jobs, 1):
         where = f"[{number}/{len(jobs)}] {artifact.name} on {runtime}/{device}" + (
             f" threads={n_threads}" if n_threads else "")
         entry = artifact.entry
         identity = BenchRow(artifact=artifact.name, status="failed", format=entry.format, precision=entry.precision,
                             runtime=runtime, device=device, threads=n_threads, size_bytes=entry.size_bytes)
-        missing = RUNTIMES[runtime].available()
+        missing = missing_runtimes[runtime]
         if missing:
             rows = [replace(identity, batch_size=b, status="skipped", reason=missing) for b in settings.batch_sizes]
         else:
@@ -120,6 +127,8 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
         rows = [replace(r, preview_maps=f"previews/{r.preview_maps}") if r.preview_maps else r for r in rows]
         results += rows
         first = rows[0]
+        if missing:
+            continue
         if first.ok:
             progress(f"{where}: p50 {fmt_ms(first.p50)} ms, mIoU {fmt_num(first.score('miou'), 4)}, "
                      f"agreement {fmt_num(first.score('agreement_vs_reference'), 4)}")

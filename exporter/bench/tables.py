@@ -83,9 +83,55 @@ def table_cells(row: BenchRow) -> list[str]:
     ]
 
 
-def terminal_table(rows: list[BenchRow]) -> str:
-    """One aligned line per result row (after a header and a rule); '-' where a value is missing."""
-    return align(TABLE_HEADERS, [table_cells(r) for r in rows], TABLE_RIGHT)
+def budget_cells(verdict) -> list[str]:
+    """The 'mIoU drop' and 'budget' cells of a judged row (``exporter.bench.gate.Verdict`` or None)."""
+    if verdict is None:
+        return ["-", "-"]
+    drop = "-" if verdict.miou_drop is None else f"{verdict.miou_drop:.2f}"
+    return [drop, "within" if verdict.within else "OVER"]
+
+
+def skipped_groups(rows: list[BenchRow]) -> list[tuple[str, str, int]]:
+    """Skipped rows grouped by why: (runtime/device, reason, how many rows), first-seen order.
+
+    A device with one runtime installed skips every artifact on each of the others: one line per missing
+    runtime says it, not one row per artifact.
+    """
+    groups: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if r.status == "skipped":
+            key = (f"{r.runtime}/{r.device}", " ".join(str(r.reason or "no reason given").split()))
+            groups[key] = groups.get(key, 0) + 1
+    return [(where, reason, n) for (where, reason), n in groups.items()]
+
+
+def skipped_lines(rows: list[BenchRow], width: int | None = REASON_WIDTH * 2) -> list[str]:
+    """'skipped openvino/cpu (17 rows): not installed ...' for each group of skipped rows."""
+    return [f"skipped {where} ({n} row{'s' if n != 1 else ''}): {shorten(reason, width) if width else reason}"
+            for where, reason, n in skipped_groups(rows)]
+
+
+def _with_budget(headers, right, verdicts):
+    if verdicts is None:
+        return list(headers), set(right)
+    return [*headers[:-1], "mIoU drop", "budget", headers[-1]], {*right, "mIoU drop"}
+
+
+def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
+    """One aligned line per measured or failed row (after a header and a rule); '-' where a value is missing.
+
+    Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``gate.judge``, one per row)
+    adds the mIoU drop and budget columns.
+    """
+    headers, right = _with_budget(TABLE_HEADERS, TABLE_RIGHT, verdicts)
+    body = []
+    for i, r in enumerate(rows):
+        if r.status == "skipped":
+            continue
+        cells = table_cells(r)
+        body.append(cells if verdicts is None else [*cells[:-1], *budget_cells(verdicts[i]), cells[-1]])
+    table = align(headers, body, right) if body else "(no rows measured)"
+    return "\n".join([table, *skipped_lines(rows)])
 
 
 def _csv_value(value) -> str | int | float:
@@ -140,8 +186,8 @@ def environment_lines(environment) -> list[str]:
     return lines
 
 
-def to_markdown(bench: BenchResult, title: str = "unet-bench results") -> str:
-    """Environment summary, the results as a GitHub table, then every skipped/failed row with its reason."""
+def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts: list | None = None) -> str:
+    """Environment summary, the results as a GitHub table, then failed rows with their reasons and skipped groups."""
     rows = list(bench.rows)
     parts = [f"# {title}", "", "## Environment", "", *(environment_lines(bench.environment) or ["- (none)"])]
     reference = reference_row(rows)
@@ -153,25 +199,31 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results") -> str:
         parts.append(f"- Keras reference outputs stored with the {stored.get('frames', '?')} evaluation frames: "
                      f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
     parts += ["", "## Results", ""]
+    headers, right = _with_budget(TABLE_HEADERS, TABLE_RIGHT, verdicts)
     cells = []
-    for r in rows:
+    for i, r in enumerate(rows):
+        if r.status == "skipped":
+            continue
         line = table_cells(r)
         line[-1] = r.status  # reasons go to the list below, in full
-        cells.append(line)
-    parts.append(align(TABLE_HEADERS, cells, TABLE_RIGHT, markdown=True) if rows else "(no results)")
-    not_ok = [r for r in rows if not r.ok]
-    if not_ok:
+        cells.append(line if verdicts is None else [*line[:-1], *budget_cells(verdicts[i]), line[-1]])
+    parts.append(align(headers, cells, right, markdown=True) if cells else "(no rows measured)")
+    failed = [r for r in rows if r.status == "failed"]
+    skipped = skipped_lines(rows, width=400)
+    if failed or skipped:
         parts += ["", "## Skipped and failed", ""]
-        for r in not_ok:
+        for r in failed:
             where = f"{r.artifact} on {r.runtime}/{r.device}"
             if r.threads is not None:
                 where += f", {r.threads} threads"
             reason = shorten(" ".join(str(r.reason or "no reason given").split()), 400)
-            parts.append(f"- **{r.status}** {where}: {reason}")
+            parts.append(f"- **failed** {where}: {reason}")
+        parts += [f"- {line}" for line in skipped]
     return "\n".join(parts) + "\n"
 
 
-def write_reports(bench: BenchResult, json_path=None, csv_path=None, markdown_path=None) -> list[Path]:
+def write_reports(bench: BenchResult, json_path=None, csv_path=None, markdown_path=None,
+                  verdicts: list | None = None) -> list[Path]:
     """Write the requested reports atomically; return the paths written (in the order json, csv, markdown)."""
     written = []
     if json_path is not None:
@@ -179,5 +231,5 @@ def write_reports(bench: BenchResult, json_path=None, csv_path=None, markdown_pa
     if csv_path is not None:
         written.append(write_text_atomic(csv_path, to_csv(list(bench.rows))))
     if markdown_path is not None:
-        written.append(write_text_atomic(markdown_path, to_markdown(bench)))
+        written.append(write_text_atomic(markdown_path, to_markdown(bench, verdicts=verdicts)))
     return [Path(p) for p in written]

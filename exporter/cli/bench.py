@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
+from exporter.errors import UserError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,15 +52,33 @@ def cli() -> None:
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where a pack is unpacked and previews go (default: a temporary folder).")
+@click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+              help="Gate: exit 1 if any row's mIoU is more than this many points below the Keras reference.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Gate: exit 1 if any row's pixel agreement with the Keras reference is below this (0-1).")
 @handle_errors
 def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_seconds, timeout, label,
-        json_out, csv_out, markdown_out, plots_dir, work_dir) -> None:
-    """Benchmark a pack (FILE.pack) or a run folder on every runtime present."""
+        json_out, csv_out, markdown_out, plots_dir, work_dir, max_miou_drop, min_agreement) -> None:
+    """Benchmark a pack (FILE.pack) or a run folder on every runtime present.
+
+    With --max-miou-drop/--min-agreement it is a release gate: the reports are written, then it exits 1
+    naming every row outside the budget (or that failed to run). Skipped rows (runtime not installed) pass.
+    """
+    from exporter.bench import gate
     from exporter.bench.runner import BenchSettings, run_bench
     from exporter.bench.tables import terminal_table, write_reports
+    from exporter.budget import Budget
     from exporter.contracts.evaldata import load_eval
     from exporter.contracts.pack import open_pack, open_run_dir
     from exporter.fileio import check_writable
+    from exporter.runtimes.base import module_missing
+
+    budget = Budget(max_miou_drop, min_agreement)
+    if plots_dir:  # an optional dependency is checked before minutes of measuring, not after
+        from exporter.bench.plots import MISSING_MATPLOTLIB
+
+        if module_missing("matplotlib"):
+            raise UserError(MISSING_MATPLOTLIB)
 
     settings = BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
                              threads=tuple(threads) if threads else None, batch_sizes=tuple(batch_sizes),
@@ -74,8 +93,9 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
         path = Path(target)
         bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
         bench = run_bench(bench_target, work_dir, settings, progress=echo)
-        echo(terminal_table(list(bench.rows)))
-        for written in write_reports(bench, json_out, csv_out, markdown_out):
+        verdicts = gate.judge(bench, budget) if budget.is_set else None
+        echo(terminal_table(list(bench.rows), verdicts))
+        for written in write_reports(bench, json_out, csv_out, markdown_out, verdicts=verdicts):
             echo(f"wrote {written}")
         if plots_dir:
             from exporter.bench.plots import write_plots
@@ -84,6 +104,9 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
             for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,
                                        evaldata.reference_map, maps_root=work_dir):
                 echo(f"wrote {written}")
+        if budget.is_set:
+            gate.check(bench, budget)
+            echo(f"every measured row is within the budget ({budget.describe()})")
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
