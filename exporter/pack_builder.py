@@ -30,18 +30,21 @@ def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int 
 
 
 def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path, frames: int = DEFAULT_EVAL_FRAMES,
-               include_keras: bool = True, seed: int = 0, log: Callable[[str], None] | None = None,
-               context=None) -> Path:
-    """Write FILE.pack from a run folder; every artifact's sha256 must still match the manifest."""
+               include_keras: bool = False, seed: int = 0, log: Callable[[str], None] | None = None,
+               context=None, warn: Callable[[str], None] | None = None) -> Path:
+    """Write FILE.pack from a run folder; every artifact's sha256 must still match the manifest.
+
+    ``warn`` (default: ``log``) hears about manifest entries left out (file gone, or exported from an earlier
+    model). ``include_keras``: also carry model.keras (104 MB for the seed model), only useful where TensorFlow is
+    installed; the Keras reference outputs every row is judged against are in the pack either way.
+    """
     run = RunDir(run_dir)
     if not run.model.is_file():
         raise UserError(f"{run.path}: no model.keras (is this a run folder?)")
     eval_path = write_eval(run, data_dir, frames, seed, log, context)
     artifacts: list[tuple[Path, ArtifactEntry]] = [(run.model, keras_entry(run))] if include_keras else []
-    for entry in run.current_artifacts(warn=log):
+    for entry in run.current_artifacts(warn=warn or log):
         path = run.resolve(entry.path)
-        if not path.is_file():
-            raise UserError(f"{path}: listed in {run.manifest_path} but missing")
         if sha256_file(path) != entry.sha256:
             raise UserError(f"{path}: changed since it was exported (sha256 differs from the manifest)")
         artifacts.append((path, entry))

@@ -113,6 +113,10 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     options = options or PipelineOptions()
     log = log or (lambda message: None)
     run = RunDir(run_dir)
+    if options.data_dir:  # a wrong --data stops before the run folder is made, not after
+        from exporter.data.carla import find_pairs
+
+        find_pairs(options.data_dir)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -134,7 +138,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
             from exporter.data.synth import write_synthetic_dataset
 
             summary = write_synthetic_dataset(data_dir, options.synth_count, options.synth_seed,
-                                              tuple(config.input_size))
+                                              tuple(config.input_size), overwrite=True)  # the run's own folder
             info = {"frames": summary["count"], "synthetic": True}
         stages.record("data", data_key, started, **info)
 
@@ -191,7 +195,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     started = time.perf_counter()
     from exporter.run_report import write_report
 
-    report = write_report(run, options, stages.seconds, stages.state)
+    report = write_report(run, options, stages.seconds, stages.state, skipped=stages.skipped)
     stages.seconds["report"] = time.perf_counter() - started
     log(f"wrote {report}")
     return PipelineResult(run.path, report, stages.seconds, stages.skipped)

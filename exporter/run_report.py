@@ -55,7 +55,22 @@ def recommend(rows: list[dict]) -> dict[str, dict | None]:
     return {"fastest": fastest, "mobile": mobile}
 
 
-def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: dict) -> Path:
+def stage_rows(stage_seconds: dict[str, float], state: dict, skipped=()) -> list[list[str]]:
+    """Each stage's time: measured now, or (up to date, skipped now) what it took when it last ran."""
+    rows, total = [], 0.0
+    for name, seconds in stage_seconds.items():
+        if name in skipped:
+            seconds = float(state["stages"].get(name, {}).get("seconds") or 0.0)
+            when = "earlier run (up to date, skipped this time)"
+        else:
+            when = "this run"
+        total += seconds
+        rows.append([name, f"{seconds:.1f}", when])
+    rows.append(["total", f"{total:.1f}", "the whole journey, stages as last run"])
+    return rows
+
+
+def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: dict, skipped=()) -> Path:
     """Write report.md (and its plots under RUN_DIR/plots) from the run folder's files."""
     from exporter.bench.plots import write_plots
     from exporter.contracts.bench_json import load_bench
@@ -155,9 +170,9 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
               f"- OS: {env.get('os')}, Python {env.get('python')}",
               "- Runtimes: " + ", ".join(f"{k} {v}" for k, v in env.get("runtime_versions", {}).items()),
               f"- Benchmarked {env.get('timestamp')}", ""]
-    lines += ["## Stage times (this invocation; 0 = up to date, skipped)", "",
-              align(("stage", "seconds"), [[name, f"{seconds:.1f}"] for name, seconds in stage_seconds.items()],
-                    {"seconds"}, markdown=True), ""]
+    lines += ["## Stage times", "",
+              align(("stage", "seconds", "measured in"), stage_rows(stage_seconds, state, skipped), {"seconds"},
+                    markdown=True), ""]
     return write_text_atomic(run.report, "\n".join(lines))
 
 

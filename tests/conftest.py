@@ -178,7 +178,7 @@ def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
                calibration_samples=20)
     ctx.export(ExportSpec("onnx"), run / "unet_fp32.onnx")
     pack = run.parent / "tiny.pack"
-    build_pack(run, blocks_dir, pack, frames=6, context=ctx)
+    build_pack(run, blocks_dir, pack, frames=6, context=ctx, include_keras=True)
     return run, pack
 
 

@@ -67,7 +67,7 @@ def _wrong_size_mask(d):
     from PIL import Image
 
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(d / "CameraMask" / "0001.png")
-    return "0001.png", "mask is 10x10 but its image is 64x48"
+    return "0001.png", "mask is 10x10 (HxW) but its image is 48x64"
 
 
 def _class_out_of_range(d):

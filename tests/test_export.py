@@ -293,3 +293,48 @@ def test_exports_of_an_earlier_model_are_left_out_of_packs(tiny_run, blocks_dir,
     build_pack(run, blocks_dir, tmp_path / "y.pack", frames=4, log=None)
     with zipfile.ZipFile(tmp_path / "y.pack") as z:
         assert "artifacts/new.tflite" in z.namelist() and "artifacts/old.tflite" not in z.namelist()
+
+
+def test_device_pack_leaves_model_keras_out_unless_asked(exported_run, blocks_dir, tmp_path):
+
+    run, _ = exported_run
+    light = CliRunner().invoke(cli, ["pack", str(run), "--data", str(blocks_dir), "--out", str(tmp_path / "d.pack"),
+                                     "--frames", "3"])
+    assert light.exit_code == 0, light.output
+    full = CliRunner().invoke(cli, ["pack", str(run), "--data", str(blocks_dir), "--out", str(tmp_path / "h.pack"),
+                                    "--frames", "3", "--with-keras"])
+    assert full.exit_code == 0, full.output
+    with zipfile.ZipFile(tmp_path / "d.pack") as z:
+        names = z.namelist()
+        assert "artifacts/model.keras" not in names and "eval.npz" in names
+        assert "artifacts/unet_fp32.tflite" in names
+    with zipfile.ZipFile(tmp_path / "h.pack") as z:
+        assert "artifacts/model.keras" in z.namelist()
+    assert (tmp_path / "d.pack").stat().st_size < (tmp_path / "h.pack").stat().st_size
+
+
+def test_a_deleted_artifact_is_left_out_with_a_warning_and_prune_removes_it(exported_run, blocks_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported_run[0], run)
+    (run / "unet_fp32.onnx").unlink()
+    result = CliRunner().invoke(cli, ["pack", str(run), "--data", str(blocks_dir), "--out", str(tmp_path / "x.pack"),
+                                      "--frames", "3"])
+    assert result.exit_code == 0, result.output
+    assert "warning: unet_fp32.onnx: left out, listed in manifest.json but the file is gone" in result.output
+    with zipfile.ZipFile(tmp_path / "x.pack") as z:
+        assert "artifacts/unet_fp32.onnx" not in z.namelist() and "artifacts/unet_fp32.tflite" in z.namelist()
+
+    before = (run / "manifest.json").read_text()
+    dry = CliRunner().invoke(cli, ["prune", str(run), "--dry-run"])
+    assert dry.exit_code == 0 and "would remove unet_fp32.onnx" in dry.output
+    assert (run / "manifest.json").read_text() == before
+    pruned = CliRunner().invoke(cli, ["prune", str(run)])
+    assert pruned.exit_code == 0 and "removed unet_fp32.onnx (file not found)" in pruned.output
+    listed = [a["path"] for a in json.loads((run / "manifest.json").read_text())["artifacts"]]
+    assert "unet_fp32.onnx" not in listed and "unet_fp32.tflite" in listed
+    again = CliRunner().invoke(cli, ["prune", str(run)])
+    assert "0 entries removed" in again.output
+    nothing = CliRunner().invoke(cli, ["prune", str(tmp_path / "nope")])
+    assert nothing.exit_code == 2 and nothing.output.startswith("error: ") and nothing.output.count("\n") == 1

@@ -42,9 +42,17 @@ def test_pipeline_end_to_end_then_resumes_without_redoing(tmp_path):
     assert {r["runtime"] for r in bench["results"] if r["status"] == "ok"} == {"litert", "onnxruntime"}
     model_mtime = (run / "model.keras").stat().st_mtime_ns
 
+    first_times = {name: stage["seconds"] for name, stage in
+                   json.loads((run / "pipeline.json").read_text())["stages"].items()}
     again = run_pipeline(run, _tiny(), log=None, verbose=0)
     assert again.skipped_stages == ["data", "train", "export", "pack", "bench"]
     assert (run / "model.keras").stat().st_mtime_ns == model_mtime
+    # a re-run with nothing to do keeps each stage's time from when it ran, and says so
+    times = {line.split("|")[1].strip(): line for line in (run / "report.md").read_text().split("## Stage times")[1]
+             .splitlines() if line.startswith("| ") and "---" not in line}
+    assert f"| {first_times['train']:.1f} |" in times["train"].replace("  ", " ").replace("  ", " ")
+    assert "earlier run (up to date" in times["train"] and first_times["train"] > 0
+    assert float(times["total"].split("|")[2]) >= sum(first_times.values()) - 0.5
 
     changed = run_pipeline(run, _tiny(min_runs=3), log=None, verbose=0)  # only the bench depends on it
     assert changed.skipped_stages == ["data", "train", "export", "pack"]
@@ -53,3 +61,13 @@ def test_pipeline_end_to_end_then_resumes_without_redoing(tmp_path):
 def test_pipeline_cli_reports_bad_data_with_exit_2(tmp_path):
     result = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "folder not found" in result.output
+    (tmp_path / "empty" / "CameraRGB").mkdir(parents=True)
+    (tmp_path / "empty" / "CameraMask").mkdir()
+    result = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "run2"), "--data", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and not (tmp_path / "run2").exists(), result.output
+
+
+def test_pipeline_with_wrong_data_leaves_no_run_folder(tmp_path):
+    result = CliRunner().invoke(cli, ["pipeline", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert not (tmp_path / "run").exists()

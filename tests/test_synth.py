@@ -72,11 +72,24 @@ def test_same_seed_gives_identical_bytes_whatever_the_count(tmp_path):
         tmp_path / "c" / "CameraMask" / "00001.png").read_bytes()
 
 
-def test_rewriting_a_folder_with_fewer_frames_removes_the_extra_ones_only(tmp_path):
+def test_a_folder_with_frames_is_refused_and_force_replaces_them_all(tmp_path):
+    from click.testing import CliRunner
+
+    from exporter.cli.main import cli
+
     write_synthetic_dataset(tmp_path, count=4, seed=0, size=(32, 32))
     (tmp_path / "CameraRGB" / "notes.png").write_bytes(b"someone else's file")
-    write_synthetic_dataset(tmp_path, count=2, seed=0, size=(32, 32))
-    assert sorted(p.name for p in (tmp_path / "CameraRGB").iterdir()) == ["00000.png", "00001.png", "notes.png"]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.png")}
+    with pytest.raises(UserError, match=r"already holds 5 frame\(s\) and 4 mask\(s\); .*--force"):
+        write_synthetic_dataset(tmp_path, count=2, seed=1, size=(32, 32))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.png")} == before  # nothing touched
+    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(tmp_path), "--count", "2", "--size", "32", "32"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "--force" in result.output
+    result = CliRunner().invoke(cli, ["data", "synth", "--out", str(tmp_path), "--count", "2", "--size", "32", "32",
+                                      "--force"])
+    assert result.exit_code == 0, result.output
+    assert "removed 5 file(s) of the earlier data set" in result.output  # 00002-3 twice, notes.png
+    assert sorted(p.name for p in (tmp_path / "CameraRGB").iterdir()) == ["00000.png", "00001.png"]
     assert sorted(p.name for p in (tmp_path / "CameraMask").iterdir()) == ["00000.png", "00001.png"]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
+from exporter.errors import UserError
 from exporter.export.modes import ONNX_QUANTIZATIONS, IOType, Quantization, choices
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,14 +34,17 @@ def data() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed → byte-identical files.")
 @click.option("--size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
               help="Frame size.")
+@click.option("--force", is_flag=True, help="Replace the frames of a folder that already holds some.")
 @handle_errors
-def data_synth(out_dir: str, count: int, seed: int, size: tuple[int, int]) -> None:
+def data_synth(out_dir: str, count: int, seed: int, size: tuple[int, int], force: bool) -> None:
     """Write synthetic driving scenes with CARLA's 23 classes."""
     from exporter.data.synth import write_synthetic_dataset
 
-    summary = write_synthetic_dataset(out_dir, count=count, seed=seed, size=tuple(size))
+    summary = write_synthetic_dataset(out_dir, count=count, seed=seed, size=tuple(size), overwrite=force)
     present = {k: v for k, v in summary["class_pixel_fraction"].items() if v > 0}
     echo(f"wrote {count} frames ({size[0]}x{size[1]}) to {out_dir}; {len(present)} classes present")
+    if summary["removed"]:
+        echo(f"removed {summary['removed']} file(s) of the earlier data set that were not rewritten")
 
 
 @data.command("check")
@@ -201,15 +205,36 @@ def onnx(model_path, data_dir, out, seed, calibration_samples, validation_sample
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.pack to write.")
 @click.option("--frames", default=24, show_default=True, type=click.IntRange(min=1),
               help="Held-out evaluation frames to include.")
-@click.option("--no-keras", is_flag=True, help="Leave model.keras out (the device has no TensorFlow).")
+@click.option("--with-keras/--no-keras", default=False, show_default=True,
+              help="Also carry model.keras, for a device with TensorFlow that should bench a Keras row too. "
+                   "Not needed for drift: the Keras reference outputs are always in the pack.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
-def pack(run_dir, data_dir, out, frames, no_keras, seed) -> None:
+def pack(run_dir, data_dir, out, frames, with_keras, seed) -> None:
     """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
     from exporter.pack_builder import build_pack
 
-    path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=not no_keras, seed=seed, log=echo)
+    path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=with_keras, seed=seed, log=echo,
+                      warn=warn)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--dry-run", is_flag=True, help="Only list the entries that would be removed.")
+@handle_errors
+def prune(run_dir, dry_run) -> None:
+    """Remove manifest entries whose artifact file was deleted (pack and bench leave them out meanwhile)."""
+    from exporter.contracts.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.manifest_path.is_file():
+        raise UserError(f"{run.manifest_path}: no manifest (is this a run folder?)")
+    gone = run.prune(dry_run=dry_run)
+    for entry in gone:
+        echo(f"{'would remove' if dry_run else 'removed'} {entry.path} (file not found)")
+    echo(f"{run.manifest_path}: {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} "
+         f"{'to remove' if dry_run else 'removed'}, {len(run.manifest().artifacts)} listed")
 
 
 @cli.command()

@@ -146,6 +146,11 @@ class Manifest:
         """Add ``entry``, replacing any entry with the same path."""
         return Manifest(tuple(a for a in self.artifacts if a.path != entry.path) + (entry,))
 
+    def without(self, paths) -> Manifest:
+        """Every entry but those whose path is in ``paths``."""
+        drop = set(paths)
+        return Manifest(tuple(a for a in self.artifacts if a.path not in drop))
+
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
         """The manifest at ``path`` (empty if there is none yet); UserError naming it if it is unreadable."""

@@ -148,15 +148,30 @@ class RunDir:
         with file_lock(self.manifest_lock):
             return self.manifest().with_entry(entry).save(self.manifest_path)
 
+    def prune(self, dry_run: bool = False) -> list[ArtifactEntry]:
+        """Remove (under the manifest's lock) the entries whose file no longer exists; return them."""
+        with file_lock(self.manifest_lock):
+            manifest = self.manifest()
+            gone = [entry for entry in manifest.artifacts if not self.resolve(entry.path).is_file()]
+            if gone and not dry_run:
+                manifest.without(entry.path for entry in gone).save(self.manifest_path)
+        return gone
+
     def current_artifacts(self, warn: Callable[[str], None] | None = None) -> list[ArtifactEntry]:
-        """Entries exported from the present model.keras; those of an earlier model are left out.
+        """Entries exported from the present model.keras whose file is there.
 
         A run retrained with ``--force`` keeps its old exports on disk: benchmarking them beside the new
         model's reference outputs would report drift that is really the difference between two models.
+        An entry whose file was deleted is left out with a warning (``unet-export prune`` removes it).
         """
         model_sha = self.model_sha256()
         entries = []
         for entry in self.manifest().artifacts:
+            if not self.resolve(entry.path).is_file():
+                if warn:
+                    warn(f"{entry.path}: left out, listed in {MANIFEST} but the file is gone "
+                         f"(`unet-export prune {self.path}` removes the entry)")
+                continue
             source = entry.source_model_sha256
             if source is not None and model_sha is not None and source != model_sha:
                 if warn:

@@ -89,7 +89,7 @@ def load_frame(
     image, mask = read_image(image_path), read_image(mask_path)
     if image.size != mask.size:
         raise UserError(
-            f"{mask_path}: mask is {mask.size[0]}x{mask.size[1]} but its image is {image.size[0]}x{image.size[1]}"
+            f"{mask_path}: mask is {mask.size[1]}x{mask.size[0]} (HxW) but its image is {image.size[1]}x{image.size[0]}"
         )
     ids = mask_class_ids(mask)
     if ids.max(initial=0) >= n_classes:

@@ -1062,8 +1062,14 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int, int] = (96, 128)) -> dict:
-    """Write count frames in CARLA layout; returns a summary dict {"count", "size", "seed", "class_pixel_fraction": {name: fraction}}."""
+def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int, int] = (96, 128),
+                            overwrite: bool = False) -> dict:
+    """Write count frames in CARLA layout; returns a summary dict
+    {"count", "size", "seed", "removed", "class_pixel_fraction": {name: fraction}}.
+
+    A folder that already holds frames is refused (UserError) unless ``overwrite``: then every earlier
+    frame is replaced or removed, and ``removed`` says how many files went.
+    """
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
         raise UserError(f"count must be a whole number ≥ 1, got {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -1072,11 +1078,18 @@ def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int,
     out = Path(out_dir)
     image_dir, mask_dir = out / "CameraRGB", out / "CameraMask"
     counts = np.zeros(N_CLASSES, np.int64)
+    removed = 0
     try:
+        earlier = [p for folder in (image_dir, mask_dir) if folder.is_dir() for p in folder.iterdir() if p.is_file()]
+        if earlier and not overwrite:
+            frames = sum(1 for p in earlier if p.parent == image_dir)
+            raise UserError(f"{out_dir}: already holds {frames} frame(s) and {len(earlier) - frames} mask(s); "
+                            "choose an empty folder, or --force to replace them with the synthetic set")
         image_dir.mkdir(parents=True, exist_ok=True)
         mask_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(image_dir, os.W_OK) or not os.access(mask_dir, os.W_OK):
             raise PermissionError("permission denied")
+        written = set()
         for index in range(int(count)):
             image, mask = render_scene(np.random.default_rng([int(seed), index]), height, width)
             counts += np.bincount(mask.ravel(), minlength=N_CLASSES)[:N_CLASSES]
@@ -1084,10 +1097,11 @@ def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int,
             mask_rgb[..., 0] = mask
             write_bytes_atomic(image_dir / f"{index:05d}.png", _png(image))
             write_bytes_atomic(mask_dir / f"{index:05d}.png", _png(mask_rgb))
-        for folder in (image_dir, mask_dir):  # frames of an earlier, larger data set in the same folder
-            for stale in folder.glob("[0-9][0-9][0-9][0-9][0-9].png"):
-                if int(stale.stem) >= count:
-                    stale.unlink()
+            written.add(f"{index:05d}.png")
+        for stale in earlier:  # frames of an earlier data set that this one did not rewrite
+            if stale.name not in written and stale.exists():
+                stale.unlink()
+                removed += 1
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise UserError(f"{out_dir}: cannot write: {reason}") from exc
@@ -1096,5 +1110,6 @@ def write_synthetic_dataset(out_dir, count: int, seed: int = 0, size: tuple[int,
         "count": int(count),
         "size": [height, width],
         "seed": int(seed),
+        "removed": removed,
         "class_pixel_fraction": {name: float(counts[i] / total) for i, name in enumerate(CARLA_CLASSES)},
     }
