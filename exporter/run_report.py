@@ -80,10 +80,13 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
     config = run.config()
     artifacts = run.current_artifacts()
     evaldata = load_eval(run.eval_path)
-    plots = write_plots(bench, run.plots_dir, run.class_names(), evaldata.images, evaldata.labels,
-                        evaldata.reference_map, maps_root=run.bench_dir)
     budget: Budget = options.budget
     rows = comparison_rows(bench, budget)
+    keras = next((r for r in rows if r["runtime"] == "keras"), None)
+    plots = write_plots(bench, run.plots_dir, run.class_names(), evaldata.images, evaldata.labels,
+                        evaldata.reference_map, maps_root=run.bench_dir,
+                        reference_miou=keras["miou"] if keras else bench.reference_miou,
+                        max_miou_drop=budget.max_miou_drop)
     picks = recommend(rows)
     train_state = state["stages"].get("train", {})
     lines = [f"# unet-export report: {run.path.name}", ""]

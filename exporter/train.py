@@ -93,26 +93,40 @@ def _history_csv(history: list[dict]) -> str:
 
 
 def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and validation accuracy/mIoU per epoch, as a PNG (atomic)."""
+    """Two panels per epoch, as a PNG (atomic): the loss on the training and validation frames, and the pixel
+    accuracy (training and validation) with the validation mIoU, the best epoch marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
-    ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [r["pixel_accuracy"] for r in history], "o-", label="train pixel acc")
-    ax_acc.plot(epochs, [r["val_pixel_accuracy"] for r in history], "o-", label="val pixel acc")
-    ax_acc.plot(epochs, [r["val_miou"] for r in history], "o-", label="val mIoU")
-    ax_acc.set(xlabel="epoch", ylim=(0, 1), title="validation")
-    ax_acc.legend(loc="lower right", fontsize="small")
+    epochs = [int(row["epoch"]) for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    ax_loss.plot(epochs, [r["loss"] for r in history], "o-", label="train loss")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation loss")
+    ax_loss.set(ylabel="cross-entropy loss (lower is better)", title="loss (train vs validation)")
+    ax_acc.plot(epochs, [r["pixel_accuracy"] for r in history], "o-", label="train pixel accuracy")
+    ax_acc.plot(epochs, [r["val_pixel_accuracy"] for r in history], "o-", label="validation pixel accuracy")
+    ax_acc.plot(epochs, [r["val_miou"] for r in history], "o-", label="validation mIoU")
+    if history:
+        best = max(range(len(history)), key=lambda i: history[i]["val_miou"])
+        ax_acc.axvline(epochs[best], color="0.5", ls=":", lw=1.2,
+                       label=f"best validation mIoU: {history[best]['val_miou']:.3f} (epoch {epochs[best]})")
+    ax_acc.set(ylabel="pixel accuracy / mIoU (higher is better)", ylim=(0, 1), title="pixel accuracy and mIoU")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlabel("epoch")
+        if epochs and max(epochs) - min(epochs) < 15:
+            ax.set_xticks(range(min(epochs), max(epochs) + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=9)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp)
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
 
 

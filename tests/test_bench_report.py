@@ -391,6 +391,8 @@ def test_latency_vs_miou_png(bench, tmp_path):
     path = plots.latency_vs_miou(_rows(bench), tmp_path / "lat.png")
     width, height = _png_size(path)
     assert width > height
+    budget = plots.latency_vs_miou(_rows(bench), tmp_path / "budget.png", reference_miou=0.612, max_miou_drop=1.0)
+    assert _png_size(budget)[1] == height and _png_size(budget)[0] >= width  # + a "vs Keras" column
     # nothing to plot still gives a picture saying so
     empty = plots.latency_vs_miou(_rows(bench)[-2:], tmp_path / "empty.png")
     assert empty.read_bytes()[:8] == PNG_SIGNATURE
@@ -428,10 +430,10 @@ def test_drift_picture_png(tmp_path):
     images, reference, rows = _synthetic_maps()
     path = plots.drift_picture(images, reference, rows[:3], tmp_path / "drift.png", labels=reference)
     width, height = _png_size(path)
-    assert width > 2 * height
-    # more than 6 artifacts: the 6 with the lowest agreement
+    assert 600 < width <= 1000  # a row per artifact, a column per frame: fits a screen at 100 %
+    # more than 6 artifacts: the 6 with the lowest agreement, one row each
     many = plots.drift_picture(images, reference, rows, tmp_path / "drift_many.png")
-    assert _png_size(many)[0] > width
+    assert _png_size(many)[1] > height and _png_size(many)[0] == width
     # noisy photographs compress badly: still under the size limit
     noisy = np.clip(images + np.random.default_rng(1).normal(0, 0.3, images.shape), 0, 1)
     _png_size(plots.drift_picture(noisy, reference, rows, tmp_path / "noisy.png", labels=reference))
@@ -439,7 +441,7 @@ def test_drift_picture_png(tmp_path):
         plots.drift_picture(images, reference, [("bad", reference[:, :10])], tmp_path / "bad.png")
 
 
-def test_write_plots_with_previews(bench, tmp_path):
+def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     images, reference, rows = _synthetic_maps()
     previews = tmp_path / "run" / "previews"
@@ -447,12 +449,30 @@ def test_write_plots_with_previews(bench, tmp_path):
     np.savez_compressed(previews / "unet.keras.npz", maps=reference)
     for row, (_, maps) in zip(bench["results"][1:4], rows[1:4], strict=True):
         np.savez_compressed(tmp_path / "run" / row["preview_maps"], maps=maps)
+    calls = {}
+
+    def spy(name):
+        real = getattr(plots, name)
+
+        def call(*args, **kwargs):
+            calls[name] = kwargs
+            return real(*args, **kwargs)
+        return call
+
+    for name in ("latency_vs_miou", "drift_picture"):
+        monkeypatch.setattr(plots, name, spy(name))
+    bench["reference"] = {"frames": 24, "miou": 0.612}
     # unet.onnx's previews file is missing: that row is left out of the drift picture
     written = plots.write_plots(_result(bench), tmp_path / "plots", class_names(N_CLASSES), eval_images=images,
-                                eval_labels=reference, maps_root=tmp_path / "run")
+                                eval_labels=reference, maps_root=tmp_path / "run", reference_miou=0.612,
+                                max_miou_drop=1.0)
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png", "drift.png"]
     for path in written:
         _png_size(path)
+    assert calls["latency_vs_miou"] == {"reference_miou": 0.612, "max_miou_drop": 1.0}
+    # the drift picture gets each row's agreement from the bench table, over all 24 evaluation frames
+    assert calls["drift_picture"]["table_agreement"] == [0.9995, 0.9981, 0.9412]
+    assert calls["drift_picture"]["eval_frames"] == 24
     # without eval data: only the two summary plots
     written = plots.write_plots(_result(bench), tmp_path / "plots2", class_names(N_CLASSES))
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png"]

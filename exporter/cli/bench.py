@@ -102,7 +102,8 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
 
             evaldata = load_eval(bench_target.eval_path)
             for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,
-                                       evaldata.reference_map, maps_root=work_dir):
+                                       evaldata.reference_map, maps_root=work_dir,
+                                       reference_miou=gate.reference_miou(bench), max_miou_drop=max_miou_drop):
                 echo(f"wrote {written}")
         if budget.is_set:
             gate.check(bench, budget)
