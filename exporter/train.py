@@ -65,6 +65,65 @@ def _progress(log: Callable[[str], None]) -> Callable[[str], None]:
     return log or (lambda message: None)
 
 
+PROGRESS_LINE_SECONDS = 20.0  # verbose=2 (a log, not a terminal): a progress line at most this often
+
+
+class EpochProgress:
+    """Within an epoch: a bar redrawn in place on a terminal (verbose=1), or a line every
+    ``PROGRESS_LINE_SECONDS`` in a log (verbose=2); nothing at verbose=0. Keras' own progress is off, so
+    the only per-epoch line is the run's, which says which numbers are training and which validation."""
+
+    WIDTH = 24
+
+    def __init__(self, steps: int, epochs: int, batch_size: int, verbose: int, log: Callable[[str], None],
+                 stream=None, clock: Callable[[], float] = time.perf_counter):
+        import sys
+
+        self.steps, self.epochs, self.batch_size, self.verbose, self.log = steps, epochs, batch_size, verbose, log
+        self.stream = stream or sys.stdout
+        self.clock = clock
+        self.epoch = 0
+        self.started = self.last_line = 0.0
+        self.drawn = False
+
+    def begin(self, epoch: int) -> None:
+        self.epoch, self.started = epoch, self.clock()
+        self.last_line = self.started
+
+    def text(self, step: int, loss: float | None) -> str:
+        elapsed = self.clock() - self.started
+        rate = step * self.batch_size / elapsed if elapsed > 0 else 0.0
+        left = elapsed / step * (self.steps - step) if step else 0.0
+        filled = round(self.WIDTH * step / self.steps)
+        bar = "█" * filled + "·" * (self.WIDTH - filled)
+        loss_text = "" if loss is None else f"  train loss {loss:.4f}"
+        return (f"epoch {self.epoch + 1}/{self.epochs} {bar} {step}/{self.steps} steps{loss_text}  "
+                f"{rate:.1f} frames/s  {left:.0f}s left")
+
+    def step(self, step: int, loss: float | None) -> None:
+        if self.verbose == 1:
+            self.stream.write("\r" + self.text(step, loss) + "\033[K")
+            self.stream.flush()
+            self.drawn = True
+        elif self.verbose == 2 and step < self.steps and self.clock() - self.last_line >= PROGRESS_LINE_SECONDS:
+            self.last_line = self.clock()
+            self.log(self.text(step, loss))
+
+    def end(self) -> None:
+        """Clear the bar before the epoch's line is printed."""
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """The one line an epoch prints: training numbers, validation numbers, speed, each labelled."""
+    return (f"epoch {int(row['epoch'])}/{epochs}  train: loss {row['loss']:.4f}, pixel acc {row['pixel_accuracy']:.4f}"
+            f"  |  validation: loss {row['val_loss']:.4f}, pixel acc {row['val_pixel_accuracy']:.4f}, "
+            f"mIoU {row['val_miou']:.4f}  |  {row['epoch_seconds']:.0f}s, {row['images_per_second']:.1f} frames/s")
+
+
 def evaluate(model, images: np.ndarray, masks: np.ndarray, n_classes: int, batch_size: int = 16) -> dict:
     """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model, numpy scoring."""
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -230,10 +289,15 @@ def train(
     log: Callable[[str], None] | None = print,
     verbose: int = 2,
 ) -> TrainResult:
-    """Train on a CARLA-layout folder; write model.keras (best val mIoU), config.json, history.csv, curves."""
+    """Train on a CARLA-layout folder; write model.keras (best val mIoU), config.json, history.csv, curves.
+
+    ``log`` hears one labelled line per epoch (``epoch_line``); ``verbose``: 1 a progress bar within each
+    epoch redrawn in place (a terminal), 2 a progress line every ``PROGRESS_LINE_SECONDS`` (a log), 0 none.
+    """
     from exporter.data.carla import load_frames, split_indices, tf_dataset
 
     config = config or TrainConfig()
+    log_enabled = log is not None
     log = _progress(log)
     run = RunDir(run_dir)
     checkpoints, state_path = run.checkpoints, run.training_state
@@ -295,9 +359,7 @@ def train(
         scores = evaluate(model, val_frames.images, val_frames.masks, config.n_classes, config.batch_size)
         row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "pixel_accuracy": float(logs["pixel_accuracy"]),
                **scores, "epoch_seconds": seconds, "images_per_second": len(train_frames) / seconds}
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['loss']:.4f}  val pixel acc "
-            f"{row['val_pixel_accuracy']:.4f}  val mIoU {row['val_miou']:.4f}  "
-            f"({row['images_per_second']:.1f} img/s)")
+        log(epoch_line(row, config.epochs))
         # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
         # (the commit point); only after it are config.json, model.keras and history.csv brought in line.
         # A kill before the commit leaves the previous epoch's state; a kill after it, before the sync
@@ -311,20 +373,29 @@ def train(
         write_json_atomic(state_path, state)
         _sync(state, run, run_config)
 
+    steps = -(-len(train_frames) // config.batch_size)
+    progress = EpochProgress(steps, config.epochs, config.batch_size, verbose if log_enabled else 0, log)
+
     class EpochCommit(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
+            progress.begin(epoch)
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            progress.step(batch + 1, None if loss is None else float(loss))
 
         def on_epoch_end(self, epoch, logs=None):
-            commit(epoch, logs or {}, time.perf_counter() - self.started)
+            seconds = time.perf_counter() - self.started
+            progress.end()
+            commit(epoch, logs or {}, seconds)
 
     if state["epoch"] < config.epochs:
         # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
         # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
-        steps = -(-len(train_frames) // config.batch_size)
         train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed).repeat()
         model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
-                  verbose=verbose, shuffle=False, callbacks=[EpochCommit()])
+                  verbose=0, shuffle=False, callbacks=[EpochCommit()])
 
     history = state["history"]
     return TrainResult(

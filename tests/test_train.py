@@ -141,3 +141,35 @@ def test_force_forgets_the_previous_runs_checkpoints_only():
         (checkpoints / name).write_text("x")
     _forget_previous_run(checkpoints)
     assert [p.name for p in checkpoints.iterdir()] == ["notes.txt"]
+
+
+def test_progress_bar_within_the_epoch_and_one_labelled_line_per_epoch(tmp_path, synth_dir, monkeypatch):
+    import io
+
+    import exporter.train as train_mod
+    from exporter.train import EpochProgress
+
+    # a terminal: one bar redrawn in place, cleared before the epoch's line
+    ticks = iter([0.0, 0.5, 1.0])
+    stream = io.StringIO()
+    bar = EpochProgress(steps=4, epochs=3, batch_size=8, verbose=1, log=None, stream=stream,
+                        clock=lambda: next(ticks))
+    bar.begin(1)
+    bar.step(1, 0.9)
+    bar.step(2, 0.8)
+    bar.end()
+    text = stream.getvalue()
+    assert text.count("\r") == 3 and "\n" not in text
+    assert "epoch 2/3 ██████████████████████████"[:20] in text.replace("·", "█")
+    assert "2/4 steps  train loss 0.8000  16.0 frames/s  1s left" in text  # 16 frames in 1 s
+    assert text.endswith("\r\033[K")
+
+    # a log: progress lines (here as often as possible), then the epoch's line saying what is what
+    monkeypatch.setattr(train_mod, "PROGRESS_LINE_SECONDS", 0.0)
+    lines: list[str] = []
+    train(synth_dir, tmp_path / "run", TINY, log=lines.append, verbose=2)
+    progress = [line for line in lines if "steps" in line]
+    epoch = [line for line in lines if line.startswith("epoch 1/1  train:")]
+    assert progress and all(line.startswith("epoch 1/1 ") and "frames/s" in line for line in progress)
+    assert len(epoch) == 1 and "|  validation: loss " in epoch[0] and ", mIoU " in epoch[0]
+    assert lines.index(epoch[0]) > lines.index(progress[-1])
