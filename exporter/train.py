@@ -218,8 +218,11 @@ def read_training_state(path: Path) -> dict:
         for name in STATE_NUMBERS:
             checks.number(state.get(name), name, required=True)
         for i, row in enumerate(checks.items(state.get("history"), "history")):
-            for name in HISTORY_FIELDS:
-                checks.number(checks.obj(row, f"history[{i}]").get(name), f"history[{i}].{name}", required=True)
+            row = checks.obj(row, f"history[{i}]")
+            if checks.integer(row.get("epoch"), f"history[{i}].epoch", required=True) < 1:
+                raise ContractError(f"history[{i}].epoch: expected an epoch number ≥ 1")
+            for name in HISTORY_FIELDS[1:]:  # a loss may be NaN (a diverged epoch); an epoch number may not
+                checks.number(row.get(name), f"history[{i}].{name}", required=True)
         checks.obj(state.get("config"), "config")
         for name in ("last_checkpoint", "best_checkpoint"):
             value = checks.text(state.get(name), name)
