@@ -147,7 +147,7 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     if not stages.done("train", train_key, [run.model]):
         started = time.perf_counter()
         resumable = not force and run.training_state.exists() and \
-            read_training_state(run.training_state).get("config") == config.identity()
+            config.same_run(read_training_state(run.training_state).get("config"))
         result = train(data_dir, run.path, config, resume=resumable, overwrite=not resumable, log=log,
                        verbose=verbose)
         stages.record("train", train_key, started, best_epoch=result.best_epoch,

@@ -39,13 +39,41 @@ class TrainConfig:
     dropout: float = 0.3
     val_split: float = 0.15
     seed: int = 0
+    # "constant": Adam at learning_rate throughout; "cosine": a linear warm-up over warmup_epochs to
+    # learning_rate, then a cosine decay to zero at the last epoch (benchmarks/training_recipe.py)
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    jit_compile: bool = False  # XLA for the train step
+    # When to stop before `epochs` (not part of a run's identity: a resume may change them)
+    target_miou: float | None = None   # stop after the first epoch whose validation mIoU reaches it
+    time_budget: float | None = None   # seconds: stop when the next epoch would not fit
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.warmup_epochs < 0 or (self.target_miou is not None and not 0 < self.target_miou <= 1) or \
+                (self.time_budget is not None and self.time_budget <= 0):
+            raise UserError("--warmup-epochs ≥ 0, --target-miou in (0, 1] and --time-budget > 0")
 
     def identity(self) -> dict:
-        """The fields a resumed run must share with the original (everything but ``epochs``)."""
+        """The fields a resumed run must share with the original (all but ``epochs`` and the stop criteria)."""
         ident = asdict(self)
-        ident.pop("epochs")
+        for name in NOT_IDENTITY:
+            ident.pop(name)
         ident["input_size"] = list(self.input_size)
         return ident
+
+    def same_run(self, stored: dict | None) -> bool:
+        """Whether a stored identity (a state.json's ``config``) is this config's; fields an older version
+        did not record count as their defaults."""
+        if not isinstance(stored, dict):
+            return False
+        defaults = {name: getattr(TrainConfig, name) for name in ("lr_schedule", "warmup_epochs", "jit_compile")}
+        return {**defaults, **stored} == self.identity()
+
+
+LR_SCHEDULES = ("constant", "cosine")
+NOT_IDENTITY = ("epochs", "target_miou", "time_budget")
 
 
 @dataclass
@@ -59,6 +87,7 @@ class TrainResult:
     best_val_pixel_accuracy: float
     images_per_second: float
     history: list[dict] = field(default_factory=list)
+    stopped: str | None = None  # why training stopped before --epochs (target reached, time budget)
 
 
 def _progress(log: Callable[[str], None]) -> Callable[[str], None]:
@@ -313,7 +342,7 @@ def train(
     state = None
     if resume:
         state = read_training_state(state_path)
-        if state.get("config") != config.identity():
+        if not config.same_run(state.get("config")):
             raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
 
     frames = load_frames(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
@@ -323,10 +352,14 @@ def train(
     train_idx, val_idx = split_indices(len(frames), config.val_split, config.seed)
     train_frames, val_frames = frames.subset(train_idx), frames.subset(val_idx)
 
+    from exporter.tf_quiet import announce
+
+    announce(log)
     import keras
 
     from exporter.model import build_unet
 
+    steps = -(-len(train_frames) // config.batch_size)
     if state is not None:
         last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
         try:
@@ -338,9 +371,10 @@ def train(
         keras.utils.set_random_seed(config.seed)
         model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
         model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
+            optimizer=keras.optimizers.Adam(learning_rate_schedule(config, steps)),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+            jit_compile=config.jit_compile,
         )
         state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
                  "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
@@ -375,8 +409,8 @@ def train(
                          best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
         write_json_atomic(state_path, state)
         _sync(state, run, run_config)
+        stopping.after_epoch(row, model)
 
-    steps = -(-len(train_frames) // config.batch_size)
     progress = EpochProgress(steps, config.epochs, config.batch_size, verbose if log_enabled else 0, log)
 
     class EpochCommit(keras.callbacks.Callback):
@@ -393,7 +427,8 @@ def train(
             progress.end()
             commit(epoch, logs or {}, seconds)
 
-    if state["epoch"] < config.epochs:
+    stopping = _Stopping(config, log)
+    if state["epoch"] < config.epochs and not stopping.reached(state["best_val_miou"]):
         # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
         # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
         train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed).repeat()
@@ -405,5 +440,57 @@ def train(
         run_dir=run.path, model_path=run.model, best_epoch=state["best_epoch"],
         best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
         images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
-        history=history,
+        history=history, stopped=stopping.reason,
     )
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """Adam's learning rate: a float (constant) or a Keras schedule over the run's optimizer steps.
+
+    The schedule is saved with the optimizer in each checkpoint, so a resumed run continues it.
+    """
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    import keras
+
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10 if warmup else config.learning_rate,
+        decay_steps=total - warmup, alpha=0.0, warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup)
+
+
+class _Stopping:
+    """--target-miou and --time-budget: stop after the epoch that reaches the target, or before an epoch that
+    would not fit in the time left."""
+
+    def __init__(self, config: TrainConfig, log: Callable[[str], None]):
+        self.config, self.log = config, log
+        self.started = time.perf_counter()
+        self.longest = 0.0
+        self.last_end = self.started
+        self.reason: str | None = None
+
+    def reached(self, miou: float) -> bool:
+        target = self.config.target_miou
+        if target is not None and miou >= target:
+            self.reason = f"validation mIoU {miou:.4f} reached --target-miou {target:g}"
+            return True
+        return False
+
+    def after_epoch(self, row: dict, model) -> None:
+        now = time.perf_counter()
+        self.longest = max(self.longest, now - self.last_end)  # training + validation + checkpoint
+        self.last_end = now
+        budget = self.config.time_budget
+        if self.reached(row["val_miou"]):
+            pass
+        elif budget is not None and now - self.started + self.longest > budget:
+            self.reason = (f"--time-budget {budget:g}s: {now - self.started:.0f}s used, the next epoch would "
+                           f"take ~{self.longest:.0f}s more")
+        else:
+            return
+        if int(row["epoch"]) < self.config.epochs:
+            self.log(f"stopping after epoch {int(row['epoch'])}: {self.reason}")
+            model.stop_training = True

@@ -173,3 +173,42 @@ def test_progress_bar_within_the_epoch_and_one_labelled_line_per_epoch(tmp_path,
     assert progress and all(line.startswith("epoch 1/1 ") and "frames/s" in line for line in progress)
     assert len(epoch) == 1 and "|  validation: loss " in epoch[0] and ", mIoU " in epoch[0]
     assert lines.index(epoch[0]) > lines.index(progress[-1])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from exporter.train import learning_rate_schedule
+
+    assert learning_rate_schedule(TINY, 10) == TINY.learning_rate  # constant: a plain float
+    config = TrainConfig(epochs=4, learning_rate=3e-3, lr_schedule="cosine", warmup_epochs=0.5)
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)  # 40 steps, 5 of warm-up
+    rates = [float(schedule(step)) for step in (0, 5, 20, 39, 40)]
+    assert rates[0] == pytest.approx(3e-4) and rates[1] == pytest.approx(3e-3)
+    assert rates[1] > rates[2] > rates[3] > 0 and rates[4] == pytest.approx(0, abs=1e-9)
+    with pytest.raises(UserError, match="--lr-schedule"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_training_stops_at_the_target_miou_and_resume_accepts_older_states(tmp_path, synth_dir):
+    from dataclasses import replace
+
+    config = replace(TINY, epochs=3, target_miou=0.01)
+    lines: list[str] = []
+    result = train(synth_dir, tmp_path / "run", config, log=lines.append, verbose=0)
+    assert [r["epoch"] for r in result.history] == [1] and "reached --target-miou 0.01" in result.stopped
+    assert any(line.startswith("stopping after epoch 1: validation mIoU") for line in lines)
+    # a state written before the schedule options existed resumes as the constant schedule it was
+    state_path = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_path.read_text())
+    for name in ("lr_schedule", "warmup_epochs", "jit_compile"):
+        del state["config"][name]
+    state_path.write_text(json.dumps(state))
+    again = train(synth_dir, tmp_path / "run", replace(TINY, epochs=2), resume=True, log=None, verbose=0)
+    assert [r["epoch"] for r in again.history] == [1, 2] and again.stopped is None
+    assert not replace(TINY, lr_schedule="cosine").same_run(state["config"])
+
+
+def test_time_budget_stops_before_an_epoch_that_would_not_fit(tmp_path, synth_dir):
+    from dataclasses import replace
+
+    result = train(synth_dir, tmp_path / "run", replace(TINY, epochs=5, time_budget=0.001), log=None, verbose=0)
+    assert len(result.history) == 1 and result.stopped.startswith("--time-budget 0.001s")

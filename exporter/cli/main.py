@@ -10,6 +10,8 @@ import click
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.errors import UserError
 from exporter.export.modes import ONNX_QUANTIZATIONS, IOType, Quantization, choices
+from exporter.pipeline import DEMO_TRAINING
+from exporter.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -79,19 +81,30 @@ def _input_size(ctx, param, value):
         raise click.BadParameter(str(exc)) from None
 
 
-def _model_options(epochs: int, batch_size: int):
-    """Options shared by train and pipeline (their defaults for epochs and batch size differ)."""
+def _model_options(defaults):
+    """Options shared by train and pipeline; their defaults differ: ``defaults`` is a TrainConfig."""
 
     def decorate(func):
         for option in reversed([
-            click.option("--epochs", default=epochs, show_default=True, type=click.IntRange(min=1)),
-            click.option("--batch-size", default=batch_size, show_default=True, type=click.IntRange(min=1)),
-            click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+            click.option("--epochs", default=defaults.epochs, show_default=True, type=click.IntRange(min=1),
+                         help="Epochs (the cosine schedule ends at the last one)."),
+            click.option("--batch-size", default=defaults.batch_size, show_default=True, type=click.IntRange(min=1)),
+            click.option("--learning-rate", default=defaults.learning_rate, show_default=True,
+                         type=click.FloatRange(min=0, min_open=True), help="Adam's (peak) learning rate."),
             click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1)),
             click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
                          callback=_input_size, help="Model input; height and width divisible by 16."),
             click.option("--n-classes", default=23, show_default=True, type=click.IntRange(2, 256),
                          help="Classes; masks hold 8-bit class ids."),
+            click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+                         help=f"constant, or cosine: warm-up to --learning-rate, then decay to 0 at the last epoch "
+                              f"[default: {defaults.lr_schedule}]"),
+            click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
+                         help=f"Warm-up of the cosine schedule [default: {defaults.warmup_epochs:g}]"),
+            click.option("--target-miou", type=click.FloatRange(0, 1, min_open=True), default=None,
+                         help="Stop after the first epoch whose validation mIoU reaches this."),
+            click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
+                         metavar="SECONDS", help="Stop training before an epoch that would not fit in this time."),
         ]):
             func = option(func)
         return func
@@ -102,7 +115,7 @@ def _model_options(epochs: int, batch_size: int):
 @cli.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="CARLA-layout folder.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
-@_model_options(epochs=20, batch_size=16)
+@_model_options(TrainConfig())
 @click.option("--dropout", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True))
 @click.option("--val-split", default=0.15, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -110,20 +123,27 @@ def _model_options(epochs: int, batch_size: int):
 @click.option("--force", is_flag=True, help="Start over in a folder that already holds a run.")
 @click.option("--skip-bad", is_flag=True, help="Skip bad frames with a warning instead of stopping.")
 @handle_errors
-def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
-          dropout, val_split, seed, resume, force, skip_bad) -> None:
+def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes, lr_schedule,
+          warmup_epochs, target_miou, time_budget, dropout, val_split, seed, resume, force, skip_bad) -> None:
     """Train the seed U-Net; writes model.keras (best val mIoU), config.json, history.csv, curves."""
-    from exporter.train import TrainConfig
     from exporter.train import train as run_training
 
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                         n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes,
-                         dropout=dropout, val_split=val_split, seed=seed)
+    config = _training(TrainConfig(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, dropout=dropout,
+                       val_split=val_split, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                       target_miou=target_miou, time_budget=time_budget)
     result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
                           log=echo, verbose=1 if os.isatty(1) else 2)
     echo(f"best epoch {result.best_epoch}: val mIoU {result.best_val_miou:.4f}, "
          f"val pixel accuracy {result.best_val_pixel_accuracy:.4f}; "
          f"{result.images_per_second:.1f} train images/s → {Path(result.model_path)}")
+
+
+def _training(defaults, **given):
+    """``defaults`` with every option the user gave (None: not given, the default stays)."""
+    from dataclasses import replace
+
+    return replace(defaults, **{k: v for k, v in given.items() if v is not None})
 
 
 def _budget_options(func):
@@ -242,7 +262,7 @@ def prune(run_dir, dry_run) -> None:
 @click.option("--data", "data_dir", type=click.Path(), default=None,
               help="Your CARLA-layout data (default: synthesize driving scenes).")
 @click.option("--synth-count", default=600, show_default=True, type=click.IntRange(min=4))
-@_model_options(epochs=8, batch_size=8)
+@_model_options(DEMO_TRAINING)
 @click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
 @click.option("--eval-frames", default=24, show_default=True, type=click.IntRange(min=1))
@@ -253,15 +273,17 @@ def prune(run_dir, dry_run) -> None:
 @click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
 @handle_errors
 def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
-             calibration_samples, validation_samples, eval_frames, runtimes, min_runs, min_seconds, seed,
-             force) -> None:
+             lr_schedule, warmup_epochs, target_miou, time_budget, calibration_samples, validation_samples,
+             eval_frames, runtimes, min_runs, min_seconds, seed, force) -> None:
     """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
     from dataclasses import replace
 
-    from exporter.pipeline import DEMO_BENCH, DEMO_TRAINING, PipelineOptions, run_pipeline
+    from exporter.pipeline import DEMO_BENCH, PipelineOptions, run_pipeline
 
-    training = replace(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                       n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed)
+    training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,
+                         lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, target_miou=target_miou,
+                         time_budget=time_budget)
     bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
                     min_runs=min_runs, min_seconds=min_seconds)
     options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,

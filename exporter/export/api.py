@@ -45,13 +45,19 @@ class ExportResult:
         return self.entry.validation
 
 
-def load_keras_model(path: str | Path):
-    """Load a ``.keras`` file with safe mode on (no arbitrary code from someone else's file)."""
+def load_keras_model(path: str | Path, log: Callable[[str], None] | None = None):
+    """Load a ``.keras`` file with safe mode on (no arbitrary code from someone else's file).
+
+    TensorFlow is imported without its start-up notices; ``log`` hears once which devices it runs on.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: model file not found")
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise UserError(f"{path}: not a Keras .keras model file")
+    from exporter.tf_quiet import announce
+
+    announce(log)
     import keras
 
     try:
@@ -97,7 +103,7 @@ class ExportContext:
 
         model_path = Path(model_path)
         run = RunDir.of_model(model_path)
-        model = load_keras_model(model_path)
+        model = load_keras_model(model_path, log)
         config = run.config()
         n_classes = int(model.output_shape[-1])
         data_dir = data_dir or config.get("data_dir")

@@ -1,0 +1,90 @@
+"""Import TensorFlow without its start-up noise, and say in one line which devices it uses.
+
+TensorFlow's C++ side logs through absl before logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` does not
+reach those lines: on a machine without a GPU every command printed "failed call to cuInit: INTERNAL: CUDA
+error", "Could not find cuda drivers", "All log messages before absl::InitializeLog()..." and the oneDNN and
+CPU-instruction notices, which a newcomer reads as failures. They are written to file descriptor 2 while
+TensorFlow is imported and its devices are listed; this module sends that descriptor to a temporary file
+for exactly that time and passes on every line that is not one of the known notices.
+
+Host side (imports TensorFlow when called).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+
+NOISE = re.compile(
+    r"All log messages before absl::InitializeLog"
+    r"|cudart_stub|cuda_platform|cuda_executor|cuInit|cuda_dnn|cuda_fft|cuda_blas|Unable to register cu"
+    r"|oneDNN custom operations are on|TF_ENABLE_ONEDNN_OPTS"
+    r"|cpu_feature_guard|To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
+    r"|computation_placer|TF-TRT Warning"
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = NOISE):
+    """While inside, what anything (C++ included) writes to fd 2 is held back; on leaving, the lines that do
+    not match ``noise`` are written to stderr."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (a closed stderr): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode("utf-8", "replace").splitlines()
+                    if line.strip() and not noise.search(line)]
+            if kept:
+                sys.stderr.write("\n".join(kept) + "\n")
+                sys.stderr.flush()
+
+
+def import_tensorflow():
+    """``tensorflow``, imported (and its devices listed) without the start-up notices."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with filtered_stderr():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    return tf
+
+
+def devices_line() -> str:
+    """'TensorFlow 2.21.0 runs on the CPU (no GPU found)' or '... on GPU:0 (NVIDIA H100 ...) and the CPU'."""
+    tf = import_tensorflow()
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        built = "no GPU found" if tf.test.is_built_with_cuda() else "this TensorFlow has no GPU support"
+        return f"TensorFlow {tf.__version__} runs on the CPU ({built})"
+    names = []
+    for gpu in gpus:
+        details = tf.config.experimental.get_device_details(gpu) or {}
+        names.append(f"{gpu.name.split('device:')[-1]} ({details.get('device_name', 'GPU')})")
+    return f"TensorFlow {tf.__version__} runs on {', '.join(names)} and the CPU"
+
+
+_announced = False
+
+
+def announce(log) -> None:
+    """Import TensorFlow quietly and, once per process, ``log`` which devices it runs on."""
+    global _announced
+    line = devices_line()
+    if log is not None and not _announced:
+        _announced = True
+        log(line)
