@@ -23,17 +23,20 @@ from exporter.train import TrainConfig, read_training_state
 
 DEFAULT_EXPORTS = (
     ExportSpec("tflite", "fp32"),
-    ExportSpec("tflite", "fp16"),
     ExportSpec("tflite", "int8"),  # full integer: what integer-only accelerators need
     ExportSpec("tflite", "int8", float_head=True),
     # mobile-ready: camera bytes in, class map out; the float head keeps int8's accuracy loss small
     ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True),
     ExportSpec("onnx", "fp32"),
-    ExportSpec("onnx", "int8"),
     ExportSpec("onnx", "int8", float_head=True),
 )
-# The demo's recipe (README: why these numbers): full-size seed model, 8 epochs, batch 8, 10% held out.
-DEMO_TRAINING = TrainConfig(epochs=8, batch_size=8, val_split=0.1)
+# pipeline --all: also fp16 TFLite and full-int8 ONNX (the one that drifts most on CPUs without VNNI)
+ALL_EXPORTS = (*DEFAULT_EXPORTS, ExportSpec("tflite", "fp16"), ExportSpec("onnx", "int8"))
+# The demo's recipe (benchmarks/RESULTS.md, docs/training_recipe.png): the full-size seed model, batch 4,
+# Adam warmed up over 0.3 epoch to 1e-3 then cosine-decayed to 0 at epoch 5, 10% held out. It reaches the
+# demo's bar (mIoU >= 0.60, pixel accuracy >= 0.90) in 5 epochs where batch 8 at a constant 1e-3 needed 7.
+DEMO_TRAINING = TrainConfig(epochs=5, batch_size=4, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=0.3,
+                            val_split=0.1)
 DEMO_BENCH = BenchSettings(min_runs=10, min_seconds=1.0)
 
 

@@ -271,14 +271,16 @@ def prune(run_dir, dry_run) -> None:
 @click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
+@click.option("--all", "all_exports", is_flag=True,
+              help="Export and bench every mode (adds fp16 TFLite and full-int8 ONNX to the demo's six).")
 @handle_errors
 def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
              lr_schedule, warmup_epochs, target_miou, time_budget, calibration_samples, validation_samples,
-             eval_frames, runtimes, min_runs, min_seconds, seed, force) -> None:
+             eval_frames, runtimes, min_runs, min_seconds, seed, force, all_exports) -> None:
     """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
     from dataclasses import replace
 
-    from exporter.pipeline import DEMO_BENCH, PipelineOptions, run_pipeline
+    from exporter.pipeline import ALL_EXPORTS, DEFAULT_EXPORTS, DEMO_BENCH, PipelineOptions, run_pipeline
 
     training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,
@@ -288,7 +290,9 @@ def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, 
                     min_runs=min_runs, min_seconds=min_seconds)
     options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,
                               calibration_samples=calibration_samples, validation_samples=validation_samples,
-                              eval_frames=eval_frames, seed=seed, bench=bench)
+                              eval_frames=eval_frames, seed=seed, bench=bench,
+                              exports=ALL_EXPORTS if all_exports else DEFAULT_EXPORTS)
     result = run_pipeline(run_dir, options, force=force, log=echo, verbose=1 if os.isatty(1) else 2)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_seconds.items())
-    echo(f"done: {result.report} ({times})")
+    total = sum(result.stage_seconds.values())
+    echo(f"done in {total // 60:.0f} min {total % 60:.0f} s ({times}); the report: {result.report}")
