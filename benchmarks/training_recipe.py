@@ -72,10 +72,10 @@ def plot(args) -> None:
     for ax in (by_epoch, by_minute):
         ax.axhline(0.60, color="0.4", ls="--", lw=1)
         ax.text(ax.get_xlim()[0], 0.605, " demo's bar: mIoU ≥ 0.60", fontsize=9, color="0.3")
-        ax.set_ylabel("validation mIoU (54 held-out frames)")
+        ax.set_ylabel("validation mIoU (60 held-out frames)")
         ax.grid(alpha=0.3)
     by_epoch.set_xlabel("epoch (540 training frames each)")
-    by_minute.set_xlabel("minutes of training (fit + validation + checkpoint)")
+    by_minute.set_xlabel("minutes of training steps (validation and checkpoints not counted)")
     by_epoch.set_title("validation mIoU per epoch")
     by_minute.set_title("validation mIoU per minute, this machine")
     by_epoch.legend(fontsize=8.5, loc="lower right")

@@ -25,6 +25,9 @@ NOISE = re.compile(
     r"|cpu_feature_guard|To enable the following instructions|rebuild TensorFlow with the appropriate compiler"
     r"|computation_placer|TF-TRT Warning"
 )
+# What the TFLite converter and LiteRT's interpreter print for every model: settings, not news.
+CONVERTER_NOISE = re.compile(NOISE.pattern + r"|Created TensorFlow Lite XNNPACK delegate|fully_quantize: \d"
+                             r"|Estimated count of arithmetic ops|arithmetic ops\.$")
 
 
 @contextlib.contextmanager

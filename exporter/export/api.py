@@ -25,6 +25,7 @@ from exporter.export.modes import ArtifactFormat, ExportSpec
 from exporter.export.validate import compare_outputs, run_artifact
 from exporter.fileio import atomic_path, check_writable, sha256_file
 from exporter.runtimes.base import predict_in_batches
+from exporter.tf_quiet import CONVERTER_NOISE, filtered_stderr
 
 DEFAULT_CALIBRATION_SAMPLES = 256
 MIN_CALIBRATION_SAMPLES = 100
@@ -155,10 +156,11 @@ class ExportContext:
             self.log(f"note: {note}")
         calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
         started = time.perf_counter()
-        if spec.format is ArtifactFormat.TFLITE:
-            write, entry_fields = self._tflite(spec, calibration, final, notes)
-        else:
-            write, entry_fields = self._onnx(spec, calibration)
+        with filtered_stderr(CONVERTER_NOISE):  # the converter's per-model settings lines, not its errors
+            if spec.format is ArtifactFormat.TFLITE:
+                write, entry_fields = self._tflite(spec, calibration, final, notes)
+            else:
+                write, entry_fields = self._onnx(spec, calibration)
         seconds = time.perf_counter() - started
         with atomic_path(final, suffix=f".{spec.format.value}") as tmp:
             write(tmp)
@@ -183,7 +185,8 @@ class ExportContext:
 
     def _validate(self, path: Path, name: str, runtime: str) -> ValidationResult:
         started = time.perf_counter()
-        outputs = run_artifact(path, runtime, self.validation.images)
+        with filtered_stderr(CONVERTER_NOISE):
+            outputs = run_artifact(path, runtime, self.validation.images)
         result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes)
         self.log(f"validated {name} on {result.samples} held-out frames in {time.perf_counter() - started:.1f}s")
         return result
