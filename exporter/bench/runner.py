@@ -126,9 +126,9 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
                 rows = outcome
         rows = [replace(r, preview_maps=f"previews/{r.preview_maps}") if r.preview_maps else r for r in rows]
         results += rows
-        first = rows[0]
-        if missing:
+        if missing:  # said once above
             continue
+        first = rows[0]
         if first.ok:
             progress(f"{where}: p50 {fmt_ms(first.p50)} ms, mIoU {fmt_num(first.score('miou'), 4)}, "
                      f"agreement {fmt_num(first.score('agreement_vs_reference'), 4)}")

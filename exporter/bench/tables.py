@@ -111,10 +111,21 @@ def skipped_lines(rows: list[BenchRow], width: int | None = REASON_WIDTH * 2) ->
             for where, reason, n in skipped_groups(rows)]
 
 
-def _with_budget(headers, right, verdicts):
-    if verdicts is None:
-        return list(headers), set(right)
-    return [*headers[:-1], "mIoU drop", "budget", headers[-1]], {*right, "mIoU drop"}
+def _measured_table(rows: list[BenchRow], verdicts: list | None, markdown: bool) -> str:
+    """The rows that ran or failed (skipped ones are said once per group elsewhere), with the budget columns
+    when ``verdicts`` are given; the status cell holds the reason in a terminal, the status alone in Markdown."""
+    headers, right = list(TABLE_HEADERS), set(TABLE_RIGHT)
+    if verdicts is not None:
+        headers, right = [*headers[:-1], "mIoU drop", "budget", headers[-1]], {*right, "mIoU drop"}
+    body = []
+    for i, r in enumerate(rows):
+        if r.status == "skipped":
+            continue
+        cells = table_cells(r)
+        if markdown:
+            cells[-1] = r.status  # reasons go to the list below the table, in full
+        body.append(cells if verdicts is None else [*cells[:-1], *budget_cells(verdicts[i]), cells[-1]])
+    return align(headers, body, right, markdown=markdown) if body else "(no rows measured)"
 
 
 def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
@@ -123,15 +134,7 @@ def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
     Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``gate.judge``, one per row)
     adds the mIoU drop and budget columns.
     """
-    headers, right = _with_budget(TABLE_HEADERS, TABLE_RIGHT, verdicts)
-    body = []
-    for i, r in enumerate(rows):
-        if r.status == "skipped":
-            continue
-        cells = table_cells(r)
-        body.append(cells if verdicts is None else [*cells[:-1], *budget_cells(verdicts[i]), cells[-1]])
-    table = align(headers, body, right) if body else "(no rows measured)"
-    return "\n".join([table, *skipped_lines(rows)])
+    return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows)])
 
 
 def _csv_value(value) -> str | int | float:
@@ -199,15 +202,7 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts:
         parts.append(f"- Keras reference outputs stored with the {stored.get('frames', '?')} evaluation frames: "
                      f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
     parts += ["", "## Results", ""]
-    headers, right = _with_budget(TABLE_HEADERS, TABLE_RIGHT, verdicts)
-    cells = []
-    for i, r in enumerate(rows):
-        if r.status == "skipped":
-            continue
-        line = table_cells(r)
-        line[-1] = r.status  # reasons go to the list below, in full
-        cells.append(line if verdicts is None else [*line[:-1], *budget_cells(verdicts[i]), line[-1]])
-    parts.append(align(headers, cells, right, markdown=True) if cells else "(no rows measured)")
+    parts.append(_measured_table(rows, verdicts, markdown=True))
     failed = [r for r in rows if r.status == "failed"]
     skipped = skipped_lines(rows, width=400)
     if failed or skipped:
