@@ -165,8 +165,17 @@ def _budget_options(func):
     return func
 
 
+def _fallback_options(func):
+    func = click.option("--max-float-layers", default=4, show_default=True, type=click.IntRange(min=1),
+                        help="With --auto-fallback: give up (exit 1) after keeping this many layers float.")(func)
+    func = click.option("--auto-fallback", is_flag=True,
+                        help="With --quantize int8 and a budget: keep the most error-adding layers float, one at "
+                             "a time, until --max-miou-drop/--min-agreement hold.")(func)
+    return func
+
+
 def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samples, validation_samples,
-            max_miou_drop, min_agreement) -> None:
+            max_miou_drop, min_agreement, auto_fallback: bool = False, max_float_layers: int = 4) -> None:
     from exporter.budget import Budget
     from exporter.errors import CheckFailed
     from exporter.export.api import ExportContext
@@ -175,13 +184,31 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
 
     spec = ExportSpec(**spec_fields)  # a bad combination stops here, before the model is loaded
     ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
+    budget = Budget(max_miou_drop, min_agreement)
     try:
-        result = ctx.export(spec, out, Budget(max_miou_drop, min_agreement), calibration_samples)
+        if auto_fallback:
+            result = ctx.export_with_fallback(spec, out, budget, calibration_samples, max_float_layers)
+        else:
+            result = ctx.export(spec, out, budget, calibration_samples)
     except CheckFailed as exc:
         echo(format_table([exc.measured]))
         raise
     echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
     echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in {result.entry.conversion_seconds:.1f}s)")
+    if auto_fallback:
+        _fallback_latency(ctx, spec, result)
+
+
+def _fallback_latency(ctx, spec, result) -> None:
+    """The cost of the layers kept float: p50 latency of the result against full int8, here."""
+    import tempfile
+    from dataclasses import replace
+
+    with tempfile.TemporaryDirectory(prefix="unet-export-latency-") as tmp:
+        full = ctx.write_unrecorded(replace(spec, float_layers=()), Path(tmp) / f"full.{spec.format.value}")
+        before, after = ctx.latency_ms(full), ctx.latency_ms(result.path)
+    echo(f"p50 here, one frame: full int8 {before:.2f} ms, with {len(result.entry.fallback['float_layers'])} "
+         f"layer(s) float {after:.2f} ms ({after / before - 1:+.1%})")
 
 
 @cli.command()
@@ -194,13 +221,14 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
 @click.option("--no-metadata", is_flag=True, help="Skip the embedded TFLite metadata (labels, normalisation).")
+@_fallback_options
 @handle_errors
 def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-           min_agreement, quantize, io, float_head, argmax, no_metadata) -> None:
+           min_agreement, quantize, io, float_head, argmax, no_metadata, auto_fallback, max_float_layers) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
     _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax, float_head=float_head,
                  metadata=not no_metadata), model_path, data_dir, out, seed, calibration_samples, validation_samples,
-            max_miou_drop, min_agreement)
+            max_miou_drop, min_agreement, auto_fallback, max_float_layers)
 
 
 @cli.command()
@@ -210,12 +238,48 @@ def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samp
               help="int8: ORT static QDQ, per-channel; fp16: float16 weights, float32 I/O. Default fp32.")
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--opset", type=click.IntRange(13, 21), default=None, help="ONNX opset (default 18).")
+@_fallback_options
 @handle_errors
 def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-         min_agreement, quantize, float_head, opset) -> None:
+         min_agreement, quantize, float_head, opset, auto_fallback, max_float_layers) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
     _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset),
-            model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement)
+            model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement,
+            auto_fallback, max_float_layers)
+
+
+@cli.command("quant-report")
+@click.option("--model", "model_path", required=True, type=click.Path(), help="RUN_DIR/model.keras")
+@click.option("--data", "data_dir", type=click.Path(), default=None,
+              help="CARLA-layout folder (default: the run's data; its held-out frames are used).")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--artifact", type=click.Path(dir_okay=False), default=None,
+              help="Report on this int8 file (default: convert the model to full int8 now).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for quant_report.json/.md/.png (default: the run folder).")
+@click.option("--frames", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Held-out frames the layer outputs are compared on.")
+@click.option("--sensitivity", default=3, show_default=True, type=click.IntRange(min=0),
+              help="For this many of the worst layers: mIoU drop and agreement with only that layer kept float.")
+@click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=int)
+@handle_errors
+def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, sensitivity, calibration_samples,
+                         validation_samples, seed) -> None:
+    """Where int8 loses accuracy: every quantized layer's error against the float model, worst ones marked."""
+    from exporter.export import quant_report
+    from exporter.export.api import ExportContext
+
+    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
+    if artifact is not None and not Path(artifact).is_file():
+        raise UserError(f"{artifact}: file not found")
+    rep = quant_report.report_for(ctx, fmt, artifact, frames, sensitivity, calibration_samples)
+    echo(quant_report.table(rep))
+    if rep.sensitivity:
+        echo(quant_report.sensitivity_table(rep))
+    for written in quant_report.write(rep, Path(out_dir) if out_dir else ctx.run.path):
+        echo(f"wrote {written}")
 
 
 @cli.command()

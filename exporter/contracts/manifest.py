@@ -51,7 +51,7 @@ class ValidationResult:
 # Optional entry fields, in the order they are written; absent (None) ones are left out of the JSON.
 _OPTIONAL_TEXT = ("source_model_sha256", "io")
 _OPTIONAL_FLAGS = ("argmax", "float_head")
-_OPTIONAL_OBJECTS = ("input_quantization", "calibration")
+_OPTIONAL_OBJECTS = ("input_quantization", "calibration", "fallback")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class ArtifactEntry:
     float_head: bool | None = None
     input_quantization: Mapping[str, object] | None = None
     calibration: Mapping[str, object] | None = None
+    # --auto-fallback: {"float_layers": [...], "reason": ..., "steps": [{"float_layers", "miou_drop", ...}]}
+    fallback: Mapping[str, object] | None = None
     opset: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 

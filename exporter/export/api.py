@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +148,7 @@ class ExportContext:
                 f"CARLA classes; {spec.precision_label}, input {input_dtype}, output {output.replace('_', ' ')}")
 
     def export(self, spec: ExportSpec, out: str | Path | None = None, budget: Budget = NO_BUDGET,
-               calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> ExportResult:
+               calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, fallback: dict | None = None) -> ExportResult:
         """Convert, validate in the format's runtime, gate on ``budget`` (CheckFailed, nothing written), record."""
         final = check_writable(Path(out) if out else self.run.path / spec.file_name)
         self.run.manifest()  # a broken manifest stops us before anything is converted or written
@@ -177,11 +178,103 @@ class ExportContext:
                                   calibration=None if calibration is None else {
                                       "samples": len(calibration), "classes_in_data": len(calibration.classes_in_data),
                                       "classes_covered": len(calibration.classes_covered)},
-                                  **entry_fields)
+                                  fallback=fallback, **entry_fields)
             # Recorded before the rename: a process killed in between leaves no file under the final name
             # (or the previous one), never a file the manifest does not know.
             self.run.record(entry)
         return ExportResult(final, entry, tuple(notes))
+
+    def export_with_fallback(self, spec: ExportSpec, out: str | Path | None = None, budget: Budget = NO_BUDGET,
+                             calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, max_float_layers: int = 4,
+                             report_frames: int = 8, candidates_per_step: int = 3) -> ExportResult:
+        """Int8 that meets ``budget``: quantize everything; while the budget is missed, keep one more layer in
+        float: of the ``candidates_per_step`` convolutions adding the most error in the last attempt (its
+        quantization report) and the classifier head, the one whose attempt agrees best with Keras.
+
+        Each attempt is printed (drop, agreement, size). The first one within the budget is written and recorded
+        with ``fallback`` (layers kept float and why); none within ``max_float_layers`` → CheckFailed with the
+        best attempt's numbers, nothing written under the final name.
+        """
+        from exporter.export import quant_report
+
+        if spec.quantization.value != "int8":
+            raise UserError("--auto-fallback needs --quantize int8")
+        if not budget.is_set:
+            raise UserError("--auto-fallback needs a budget: --max-miou-drop and/or --min-agreement")
+        final = check_writable(Path(out) if out else self.run.path / spec.file_name_with("autofallback"))
+        steps: list[dict] = []
+        chosen: list[str] = list(spec.float_layers)
+        with tempfile.TemporaryDirectory(prefix="unet-export-fallback-") as tmp:
+            def attempt(float_layers: list[str]) -> tuple[Path, ValidationResult]:
+                name = "_".join(float_layers) or "none"
+                path = self.write_unrecorded(replace(spec, float_layers=tuple(float_layers)),
+                                             Path(tmp) / f"{name}.{spec.format.value}", calibration_samples)
+                return path, self.validate(path, f"float: {', '.join(float_layers) or '(none)'}")
+
+            def record(float_layers: list[str], path: Path, result: ValidationResult) -> bool:
+                problems = budget.violations(result.miou_drop_points, result.pixel_agreement)
+                steps.append({"float_layers": list(float_layers), "miou_drop": round(result.miou_drop_points, 4),
+                              "agreement": round(result.pixel_agreement, 6), "size_bytes": path.stat().st_size,
+                              "within": not problems})
+                self.log(f"fallback step {len(steps)}: float {', '.join(float_layers) or '(none)'}: mIoU drop "
+                         f"{result.miou_drop_points:.2f} pt, agreement {result.pixel_agreement:.4f}, "
+                         f"{path.stat().st_size / 1e6:.2f} MB" + ("  → within the budget" if not problems else ""))
+                return not problems
+
+            path, result = attempt(chosen)
+            while not record(chosen, path, result):
+                if len(chosen) - len(spec.float_layers) >= max_float_layers:
+                    best = max(steps, key=lambda step: (step["agreement"], -step["miou_drop"]))
+                    raise CheckFailed(
+                        f"{final.name}: no attempt within the budget ({budget.describe()}) keeping up to "
+                        f"{max_float_layers} layer(s) float; best: float {', '.join(best['float_layers']) or '(none)'}"
+                        f", mIoU drop {best['miou_drop']:.2f} pt, agreement {best['agreement']:.4f} (nothing written)",
+                        measured=(final.name, "int8", result))
+                # Candidates: the convolutions adding the most error in this attempt (its quantization report),
+                # and the classifier head (its output step decides argmax ties); each is tried, the best kept.
+                rep = quant_report.report(self.model, path, self.validation.images[:report_frames])
+                candidates = [layer.name for layer in rep.worst(candidates_per_step) if layer.name not in chosen]
+                if rep.head.precision == "int8" and rep.head.name not in chosen + candidates:
+                    candidates.append(rep.head.name)
+                if not candidates:
+                    raise CheckFailed(f"{final.name}: every convolution is float already and the budget "
+                                      f"({budget.describe()}) is still missed (nothing written)",
+                                      measured=(final.name, "int8", result))
+                trials = [(name, *attempt([*chosen, name])) for name in candidates]
+                name, path, result = max(trials, key=lambda t: (t[2].pixel_agreement, -t[2].miou_drop_points))
+                chosen.append(name)
+        reason = (f"kept float one at a time, each the best of the most error-adding layers, until {budget.describe()} "
+                  f"was met on {self.validation.images.shape[0]} held-out frames")
+        return self.export(replace(spec, float_layers=tuple(chosen)), final, budget, calibration_samples,
+                           fallback={"float_layers": list(chosen), "reason": reason, "steps": steps})
+
+    def write_unrecorded(self, spec: ExportSpec, path: str | Path,
+                         calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> Path:
+        """Convert ``spec`` to ``path`` without validating or recording it (reports, attempts, comparisons)."""
+        calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
+        with filtered_stderr(CONVERTER_NOISE):
+            write, _ = (self._tflite(spec, calibration, Path(path), []) if spec.format is ArtifactFormat.TFLITE
+                        else self._onnx(spec, calibration))
+        write(Path(path))
+        return Path(path)
+
+    def validate(self, path: str | Path, name: str | None = None) -> ValidationResult:
+        """An artifact's outputs on the held-out frames against the Keras model, in its format's runtime."""
+        path = Path(path)
+        return self._validate(path, name or path.name, VALIDATING_RUNTIME[ArtifactFormat(path.suffix.lstrip("."))])
+
+    def latency_ms(self, path: str | Path, min_runs: int = 20, min_seconds: float = 1.0) -> float:
+        """p50 latency (ms) of one held-out frame through the artifact in its format's runtime, here."""
+        from exporter.bench.harness import time_calls
+        from exporter.contracts.bench_json import Latency
+        from exporter.runtimes import RUNTIMES
+
+        path = Path(path)
+        runtime = RUNTIMES[VALIDATING_RUNTIME[ArtifactFormat(path.suffix.lstrip("."))]]()
+        runtime.load(path, "cpu", None)
+        frame = self.validation.images[:1]
+        return Latency.from_values(time_calls(lambda: runtime.predict(frame), warmup=3, min_runs=min_runs,
+                                              min_seconds=min_seconds)).p50
 
     def _validate(self, path: Path, name: str, runtime: str) -> ValidationResult:
         started = time.perf_counter()

@@ -67,6 +67,12 @@ class ExportSpec:
     float_head: bool = False  # int8 only: the final 1×1 classifier conv stays float
     metadata: bool = True  # TFLite: embed labels and normalisation (MediaPipe, LiteRT task libraries)
     opset: int | None = None  # ONNX: None = onnx_export.DEFAULT_OPSET
+    float_layers: tuple[str, ...] = ()  # int8 only: Keras layers (conv / transposed conv) kept in float
+
+    @property
+    def selective(self) -> bool:
+        """Int8 with some layers kept float (the head, or named layers)."""
+        return self.float_head or bool(self.float_layers)
 
     def __post_init__(self) -> None:
         for name, enum in (("format", ArtifactFormat), ("quantization", Quantization), ("io", IOType)):
@@ -74,8 +80,10 @@ class ExportSpec:
                 object.__setattr__(self, name, enum(getattr(self, name)))
             except ValueError:
                 raise UserError(f"unknown {name} {getattr(self, name)!r}; known: {', '.join(choices(enum))}") from None
-        if self.float_head and self.quantization is not Quantization.INT8:
-            raise UserError(f"--float-head needs --quantize int8, not {self.quantization.value}")
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        if self.selective and self.quantization is not Quantization.INT8:
+            what = "--float-head" if self.float_head else "keeping layers float"
+            raise UserError(f"{what} needs --quantize int8, not {self.quantization.value}")
         if self.format is ArtifactFormat.ONNX:
             if self.quantization not in ONNX_QUANTIZATIONS:
                 raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "
@@ -88,10 +96,16 @@ class ExportSpec:
 
     @property
     def file_name(self) -> str:
-        """Default name: unet_<precision>[_floathead][_<io>io][_argmax].<format>."""
+        """Default name: unet_<precision>[_floathead][_fallback][_<io>io][_argmax].<format>."""
+        return self.file_name_with("fallback" if self.float_layers else None)
+
+    def file_name_with(self, tag: str | None) -> str:
+        """The default name with ``tag`` after the precision and float-head parts (None: no tag)."""
         parts = ["unet", self.quantization.value]
         if self.float_head:
             parts.append("floathead")
+        if tag:
+            parts.append(tag)
         if self.io is not IOType.FLOAT32:
             parts.append(f"{self.io.value}io")
         if self.argmax:
@@ -101,4 +115,6 @@ class ExportSpec:
     @property
     def precision_label(self) -> str:
         """The precision in words (for descriptions embedded in the file)."""
+        if self.float_layers:
+            return f"{self.quantization.value} with {len(self.float_layers)} layer(s) kept float"
         return f"{self.quantization.value} with a float classifier head" if self.float_head else self.quantization.value

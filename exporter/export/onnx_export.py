@@ -71,22 +71,37 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
 
         proto = float16.convert_float_to_float16(proto, keep_io_types=True)
     elif quantization is Quantization.INT8:
-        proto = quantize_int8(proto, calibration, spec.float_head)
+        proto = quantize_int8(proto, calibration, spec.float_head, spec.float_layers, model)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     return proto
 
 
-def head_conv(proto) -> str:
-    """Name of the graph's last Conv node: the 1×1 classifier head (tf2onnx keeps nodes in topological order)."""
-    convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
-    if not convs:
-        raise UserError("--float-head: the model has no convolution to keep in float")
-    return convs[-1]
+def excluded_nodes(proto, model, float_layers: tuple[str, ...], head: bool) -> list[str]:
+    """ONNX node names (each conv and its Relu) of the Keras layers kept float, matched by graph order."""
+    from exporter.export import layers as L
+
+    if not float_layers and not head:
+        return []
+    layers = L.keras_layers(model)
+    nodes = L.onnx_nodes(proto)
+    if len(nodes) != len(layers):
+        raise UserError(f"float layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
+                        f"Keras model's {len(layers)} layers")
+    by_name = {layer.name: layer for layer in layers}
+    unknown = [name for name in float_layers if name not in by_name or by_name[name].kind != "conv"]
+    if unknown:
+        raise UserError(f"float layers: {', '.join(unknown)} not a convolution of the model")
+    positions = {by_name[name].index for name in float_layers}
+    if head:
+        positions.add(max(layer.index for layer in layers if layer.kind == "conv"))
+    return [name for i in sorted(positions) for name in nodes[i]["nodes"]]
 
 
-def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False):
-    """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations."""
+def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False, float_layers: tuple[str, ...] = (),
+                  model=None):
+    """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations; the head and
+    ``float_layers`` (Keras layer names; ``model`` is the Keras model they are matched in) left float."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -100,6 +115,7 @@ def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False):
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=[head_conv(onnx.load(pre))] if float_head else [],
+            nodes_to_exclude=excluded_nodes(onnx.load(pre), model, float_layers, float_head) if model is not None
+            else [],
         )
         return onnx.load(dst)

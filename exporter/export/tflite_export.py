@@ -36,7 +36,8 @@ def with_argmax(model):
 def convert_tflite(model, spec: ExportSpec | None = None, calibration: CalibrationSet | None = None) -> bytes:
     """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer (no metadata).
 
-    ``spec.float_head`` (int8 only): every layer int8 except the final 1×1 classifier conv, which runs in float.
+    ``spec.float_head`` (int8 only): every layer int8 except the final 1×1 classifier conv, which runs in float;
+    ``spec.float_layers``: named Keras convolutions kept float as well.
     """
     import tensorflow as tf
 
@@ -45,8 +46,8 @@ def convert_tflite(model, spec: ExportSpec | None = None, calibration: Calibrati
     if quantization.needs_calibration and calibration is None:
         raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
     source = with_argmax(model) if spec.argmax else model
-    if spec.float_head:
-        return _convert_int8_float_head(source, io, calibration)
+    if spec.selective:
+        return _convert_int8_selective(source, io, calibration, spec.float_layers, spec.float_head)
     converter = tf.lite.TFLiteConverter.from_keras_model(source)
     if quantization is not Quantization.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -80,46 +81,75 @@ def _op_outputs(model_bytes: bytes) -> list[tuple[str, list[tuple[str, str]]]]:
             for op in interpreter._get_ops_details()]
 
 
-def _head_tensors(model_bytes: bytes) -> list[str]:
-    """Output tensors of the last CONV_2D (the 1×1 classifier head) and of every op after it (an argmax)."""
-    ops = _op_outputs(model_bytes)
-    convs = [i for i, (name, _) in enumerate(ops) if name == "CONV_2D"]
-    if not convs:
+def _float_tensors(source, model_bytes: bytes, float_layers: tuple[str, ...], head: bool) -> tuple[list[str], set[int]]:
+    """Output tensors (of the float .tflite) to keep float, and the compute-op positions they belong to.
+
+    ``float_layers`` are Keras layer names, matched to ops by graph order (``exporter.export.layers``); the
+    head (the last convolution) takes every op after it along (an argmax)."""
+    from exporter.export import layers as L
+
+    layers = L.keras_layers(source)
+    by_name = {layer.name: layer for layer in layers}
+    unknown = [name for name in float_layers if name not in by_name or by_name[name].kind != "conv"]
+    if unknown:
+        convs = [layer.name for layer in layers if layer.kind == "conv"]
+        raise UserError(f"float layers: {', '.join(unknown)} not a convolution of the model "
+                        f"(one of {', '.join(convs[:6])}, ...)")
+    ops = L.match_tflite(layers, model_bytes, "the float conversion")
+    positions = {by_name[name].index for name in float_layers}
+    if head:
+        positions.add(max(layer.index for layer in layers if layer.kind == "conv"))
+    if not positions:
         raise UserError("--float-head: the model has no convolution to keep in float")
-    return [tensor for _, outputs in ops[convs[-1]:] for tensor, _ in outputs]
+    tensors = [ops[i]["tensor"] for i in sorted(positions)]
+    last = max(layer.index for layer in layers if layer.kind == "conv")
+    if last in positions:  # ops after the head (an in-graph argmax) stay with it
+        all_ops = _op_outputs(model_bytes)
+        head_at = [i for i, (_, outputs) in enumerate(all_ops) if outputs and outputs[0][0] == ops[last]["tensor"]]
+        if head_at:
+            tensors += [t for _, outputs in all_ops[head_at[0] + 1:] for t, _ in outputs]
+    return tensors, positions
 
 
-def _check_float_head(model_bytes: bytes) -> None:
-    """The last CONV_2D must compute in float and every earlier one in int8, or the file is not what it says."""
-    dtypes = [outputs[0][1] for name, outputs in _op_outputs(model_bytes) if name == "CONV_2D"]
-    if not dtypes or dtypes[-1] != "float32" or set(dtypes[:-1]) - {"int8"}:
-        raise UserError(f"--float-head: selective quantization gave conv outputs {dtypes[-3:]}… "
-                        "instead of an int8 body and a float head")
+def _check_selective(source, model_bytes: bytes, positions: set[int]) -> None:
+    """The chosen convolutions must compute in float and every other one in int8, or the file is not what it says."""
+    from exporter.export import layers as L
+
+    layers = L.keras_layers(source)
+    ops = L.match_tflite(layers, model_bytes, "the selectively quantized model")
+    wrong = [layer.name for layer, op in zip(layers, ops, strict=True) if layer.kind in ("conv", "transposed conv")
+             and (op["dtype"] == "float32") != (layer.index in positions)]
+    if wrong:
+        raise UserError(f"selective quantization did not keep exactly the chosen layers float (wrong: "
+                        f"{', '.join(wrong[:4])})")
 
 
-def _convert_int8_float_head(source, io: IOType, calibration: CalibrationSet) -> bytes:
-    """Int8 everywhere but the classifier head, via TensorFlow's selective quantization (denylisted node).
+def _convert_int8_selective(source, io: IOType, calibration: CalibrationSet, float_layers: tuple[str, ...],
+                            head: bool) -> bytes:
+    """Int8 everywhere but the chosen layers (the classifier head, named layers), via TensorFlow's selective
+    quantization (denylisted nodes of ``QuantizationDebugger``).
 
-    The head's int8 output is what costs accuracy: it holds all 23 logits of a pixel on one int8 scale
-    spanning their whole range (about -80..96 for the demo model, a step of 0.7), so close logits flip the
-    argmax. The head is 0.4% of the model's arithmetic (18 of 5,020 MFLOP per 96×128 frame), so float
-    costs little.
+    The head's int8 output is what costs accuracy most often: it holds all 23 logits of a pixel on one int8
+    scale spanning their whole range (about -80..96 for the demo model, a step of 0.7), so close logits flip
+    the argmax. The head is 0.4% of the model's arithmetic (18 of 5,020 MFLOP per 96×128 frame), so float
+    costs little. ``--auto-fallback`` picks further layers from the quantization report.
     """
     import tensorflow as tf
     from tensorflow.lite.python import util as tflite_util
 
     with quiet(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the debugger runs tf.lite.Interpreter internally
-        head = _head_tensors(tf.lite.TFLiteConverter.from_keras_model(source).convert())
+        denylist, positions = _float_tensors(source, tf.lite.TFLiteConverter.from_keras_model(source).convert(),
+                                             float_layers, head)
         converter = tf.lite.TFLiteConverter.from_keras_model(source)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration.tflite_representative_dataset()
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # lets the head stay float
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # lets chosen layers stay float
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=calibration.tflite_representative_dataset(),
-            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=head))
+            debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist))
         model_bytes = debugger.get_nondebug_quantized_model()
-        _check_float_head(model_bytes)  # a denylisted name that matched nothing would pass silently
+        _check_selective(source, model_bytes, positions)  # a denylisted name that matched nothing would pass
         if io is not IOType.FLOAT32:  # the same rewrite the converter applies for inference_input_type
             model_bytes = bytes(tflite_util.modify_model_io_type(
                 model_bytes, tf.uint8 if io is IOType.UINT8 else tf.int8, tf.float32))
