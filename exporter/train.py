@@ -379,7 +379,7 @@ def train(
         state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
                  "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
     run_config = {
-        **asdict(config), "input_size": list(config.input_size), "data_dir": str(data_dir),
+        **asdict(config), "input_size": list(config.input_size), "data_dir": str(Path(data_dir).resolve()),
         "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
         "parameters": int(model.count_params()), "val_stems": val_frames.stems,
     }

@@ -22,6 +22,7 @@ def test_tiny_run_writes_everything_and_learns(tiny_run):
     assert max(float(r["val_pixel_accuracy"]) for r in history) > 0.8  # it really learns
     config = json.loads((tiny_run / "config.json").read_text())
     assert config["input_size"] == [32, 32] and len(config["class_names"]) == 23
+    assert config["data_dir"].startswith("/")  # absolute: export and pack find the data from any folder
     assert len(config["val_stems"]) == 24
 
 

@@ -215,16 +215,21 @@ def plot(rep: QuantReport, path: Path) -> Path:
         ax.scatter([layer.index for layer in members], [min(layer.sqnr_db, 80.0) for layer in members],
                    marker=marker, s=36, zorder=2, label=kind,
                    c=["#d62728" if layer.precision != "int8" else "#1f77b4" for layer in members])
-    for layer in rep.worst(3):
-        ax.annotate(layer.name, (layer.index, layer.sqnr_db), xytext=(0, -16), textcoords="offset points",
-                    ha="center", fontsize=8.5, color="#d62728")
+    for rank, layer in enumerate(rep.worst(3)):
+        ax.scatter([layer.index], [min(layer.sqnr_db, 80.0)], s=150, facecolors="none", edgecolors="#ff7f0e",
+                   linewidths=1.8, zorder=3)
+        ax.annotate(f"{layer.name}: −{layer.added_db:.1f} dB here", (layer.index, min(layer.sqnr_db, 80.0)),
+                    xytext=(10, 8 + 14 * rank), textcoords="offset points", ha="left", fontsize=8.5,
+                    color="#b35900", arrowprops={"arrowstyle": "-", "color": "#b35900", "lw": 0.6})
+    low, high = min(ys), max(ys)
+    ax.set_ylim(low - 0.15 * (high - low) - 1, high + 0.22 * (high - low) + 1)
     ax.set_xticks(xs, [layer.name.replace("conv2d_transpose", "up").replace("conv2d", "conv")
                        .replace("max_pooling2d", "pool").replace("concatenate", "cat") for layer in rep.layers],
                   rotation=70, fontsize=8)
-    ax.set_ylabel("SQNR vs the Keras layer (dB, higher is better)")
-    ax.set_title(f"{rep.artifact}: error each layer's int8 output carries ({rep.frames} held-out frames; "
-                 "red = kept float)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower left", ncols=4)
+    ax.set_ylabel("SQNR vs Keras (dB, higher = better)")
+    ax.set_title(f"{rep.artifact}: error each layer's output carries vs Keras ({rep.frames} held-out frames); "
+                 "blue = int8, red = kept float, ringed = adds the most", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=4, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
