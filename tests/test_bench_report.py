@@ -497,3 +497,28 @@ def test_report_modules_import_only_device_side_packages():
             "'ai_edge_litert', 'PIL') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_drift_far_beyond_the_export_validation_is_flagged(bench):
+    from exporter.bench.gate import beyond_export
+
+    onnx_ort = _row("unet_int8.onnx", "onnx", "int8", "onnxruntime", 6.0, 0.571, 0.951)
+    onnx_ov = _row("unet_int8.onnx", "onnx", "int8", "openvino", 3.0, 0.600, 0.985)
+    for row in (onnx_ort, onnx_ov):
+        row["export_agreement"] = 0.986
+    bench["results"] += [onnx_ort, onnx_ov]
+    result = _result(bench)
+    rows = list(result.rows)
+    flagged = [r for r in rows if beyond_export(r, rows)]
+    assert [(r.artifact, r.runtime) for r in flagged] == [("unet_int8.onnx", "onnxruntime")]
+    note = beyond_export(flagged[0], rows, "vpmaddubsw")
+    assert "95.10% here against 98.60% when the file was exported" in note
+    assert "(vpmaddubsw int8 dot product), not the model; the same file on openvino: 98.50%" in note
+    assert "drift: unet_int8.onnx on onnxruntime/cpu" in tables.terminal_table(rows)
+    bench["environment"]["int8_dot_product"] = "vpmaddubsw"
+    markdown = tables.to_markdown(_result(bench))
+    assert "## Drift beyond the export-time validation" in markdown and "vpmaddubsw" in markdown
+    # the export agreement survives the JSON and the CSV
+    again = BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert [r.export_agreement for r in again.rows][-2:] == [0.986, 0.986]
+    assert "export_agreement" in tables.to_csv(rows).splitlines()[0]

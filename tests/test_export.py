@@ -338,3 +338,20 @@ def test_a_deleted_artifact_is_left_out_with_a_warning_and_prune_removes_it(expo
     assert "0 entries removed" in again.output
     nothing = CliRunner().invoke(cli, ["prune", str(tmp_path / "nope")])
     assert nothing.exit_code == 2 and nothing.output.startswith("error: ") and nothing.output.count("\n") == 1
+
+
+def test_onnx_int8_schemes_are_named_checked_and_recorded(ctx, tmp_path):
+    assert ExportSpec("onnx", "int8", int8_scheme="reduce-range").file_name == "unet_int8_reducerange.onnx"
+    assert ExportSpec("onnx", "int8", int8_scheme="u8u8").file_name == "unet_int8_u8u8.onnx"
+    with pytest.raises(UserError, match="--int8-scheme is for ONNX"):
+        ExportSpec("tflite", "int8", int8_scheme="u8u8")
+    with pytest.raises(UserError, match="--int8-scheme is for ONNX"):
+        ExportSpec("onnx", "fp16", int8_scheme="reduce-range")
+    with pytest.raises(UserError, match="expected one of u8s8, reduce-range, u8u8"):
+        ExportSpec("onnx", "int8", int8_scheme="s8s8")
+    import onnx
+
+    result = ctx.export(ExportSpec("onnx", "int8", int8_scheme="u8u8"), tmp_path / "m.onnx", calibration_samples=20)
+    assert result.entry.int8_scheme == "u8u8" and result.validation.pixel_agreement > 0.9
+    weights = {init.name: init.data_type for init in onnx.load(result.path).graph.initializer}
+    assert onnx.TensorProto.UINT8 in weights.values() and onnx.TensorProto.INT8 not in weights.values()

@@ -80,3 +80,29 @@ def check(bench: BenchResult, budget: Budget) -> None:
     more = f"; and {len(over) - MAX_NAMED_ROWS} more" if len(over) > MAX_NAMED_ROWS else ""
     raise CheckFailed(f"{len(over)} of {len(judged)} rows outside the budget ({budget.describe()}): {named}{more}",
                       measured=over)
+
+
+BEYOND_EXPORT_FACTOR = 3.0   # a row disagreeing with Keras this many times more than at export...
+BEYOND_EXPORT_POINTS = 0.01  # ...and by at least this much more, is flagged
+
+
+def beyond_export(row: BenchRow, rows: list[BenchRow] | tuple[BenchRow, ...] = (),
+                  int8_dot_product: str | None = None) -> str | None:
+    """A note when ``row`` drifts far beyond the export-time validation of the same file: then the runtime's
+    kernels on this CPU are the cause, not the model (an int8 file that agreed 98.6% at export and 95% here).
+    ``rows``: the run's other rows, to name a runtime that runs the same file as exported."""
+    agreement = row.score("agreement_vs_reference")
+    if not row.ok or row.export_agreement is None or agreement is None:
+        return None
+    here, there = 1.0 - agreement, 1.0 - row.export_agreement
+    if here <= max(BEYOND_EXPORT_FACTOR * there, there + BEYOND_EXPORT_POINTS):
+        return None
+    fine = [r for r in rows if r.artifact == row.artifact and r.ok and r.runtime != row.runtime
+            and beyond_export(r) is None and r.score("agreement_vs_reference") is not None]
+    where = f" ({int8_dot_product} int8 dot product)" if int8_dot_product else ""
+    note = (f"{row.artifact} on {row.runtime}/{row.device}: pixel agreement {agreement:.2%} here against "
+            f"{row.export_agreement:.2%} when the file was exported: this runtime's kernels on this CPU{where}, "
+            "not the model")
+    if fine:
+        note += f"; the same file on {fine[0].runtime}: {fine[0].score('agreement_vs_reference'):.2%}"
+    return note

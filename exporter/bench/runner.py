@@ -125,6 +125,8 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
             else:
                 rows = outcome
         rows = [replace(r, preview_maps=f"previews/{r.preview_maps}") if r.preview_maps else r for r in rows]
+        if entry.validation is not None:  # what the same file scored when it was exported, to compare with
+            rows = [replace(r, export_agreement=entry.validation.pixel_agreement) for r in rows]
         results += rows
         if missing:  # said once above
             continue

@@ -19,6 +19,7 @@ from exporter.text_table import align
 SCALAR_FIELDS = (
     "artifact", "format", "precision", "runtime", "runtime_version", "device", "threads", "batch_size",
     "status", "reason", "size_bytes", "cold_start_ms", "throughput_fps", "peak_rss_mb", "inference_precision",
+    "export_agreement",
 )
 CSV_FIELDS = (
     *SCALAR_FIELDS,
@@ -134,7 +135,15 @@ def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
     Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``gate.judge``, one per row)
     adds the mIoU drop and budget columns.
     """
-    return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows)])
+    return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows),
+                      *(f"drift: {note}" for note in drift_notes(rows))])
+
+
+def drift_notes(rows: list[BenchRow], int8_dot_product: str | None = None) -> list[str]:
+    """One line for each row whose drift is far beyond the export-time validation of the same file."""
+    from exporter.bench.gate import beyond_export
+
+    return [note for r in rows if (note := beyond_export(r, rows, int8_dot_product))]
 
 
 def _csv_value(value) -> str | int | float:
@@ -203,6 +212,9 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts:
                      f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
     parts += ["", "## Results", ""]
     parts.append(_measured_table(rows, verdicts, markdown=True))
+    notes = drift_notes(rows, (bench.environment or {}).get("int8_dot_product"))
+    if notes:
+        parts += ["", "## Drift beyond the export-time validation", ""] + [f"- {note}" for note in notes]
     failed = [r for r in rows if r.status == "failed"]
     skipped = skipped_lines(rows, width=400)
     if failed or skipped:

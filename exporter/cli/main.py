@@ -238,12 +238,17 @@ def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samp
               help="int8: ORT static QDQ, per-channel; fp16: float16 weights, float32 I/O. Default fp32.")
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--opset", type=click.IntRange(13, 21), default=None, help="ONNX opset (default 18).")
+@click.option("--int8-scheme", type=click.Choice(["u8s8", "reduce-range", "u8u8"]), default="u8s8",
+              show_default=True,
+              help="int8 types: u8s8 is ONNX Runtime's default; reduce-range (7-bit weights) or u8u8 keep x86 CPUs "
+                   "without VNNI from saturating 16-bit sums (benchmarks/RESULTS.md).")
 @_fallback_options
 @handle_errors
 def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-         min_agreement, quantize, float_head, opset, auto_fallback, max_float_layers) -> None:
+         min_agreement, quantize, float_head, opset, int8_scheme, auto_fallback, max_float_layers) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
-    _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset),
+    _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset,
+                 int8_scheme=int8_scheme),
             model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement,
             auto_fallback, max_float_layers)
 

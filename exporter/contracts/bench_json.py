@@ -101,6 +101,7 @@ class BenchRow:
     providers: tuple[str, ...] | None = None
     inference_precision: str | None = None
     preview_maps: str | None = None
+    export_agreement: float | None = None  # the same file's pixel agreement when it was exported (its manifest)
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 
     def __post_init__(self) -> None:
@@ -144,6 +145,8 @@ class BenchRow:
             "providers": list(self.providers) if self.providers is not None else None,
             "inference_precision": self.inference_precision, "preview_maps": self.preview_maps,
         })
+        if self.export_agreement is not None:
+            row["export_agreement"] = self.export_agreement
         return {**row, **self.extra}
 
     @classmethod
@@ -166,7 +169,8 @@ class BenchRow:
             **{name: checks.integer(data.get(name), f"{where}.{name}") for name in ("threads", "batch_size",
                                                                                        "size_bytes")},
             **{name: checks.number(data.get(name), f"{where}.{name}") for name in ("cold_start_ms",
-                                                                                      "throughput_fps", "peak_rss_mb")},
+                                                                                      "throughput_fps", "peak_rss_mb",
+                                                                                      "export_agreement")},
             latency=None if data.get("latency_ms") is None else Latency.from_dict(data["latency_ms"],
                                                                                   f"{where}.latency_ms"),
             latency_samples_ms=None if samples is None else tuple(s for s in samples if s is not None),

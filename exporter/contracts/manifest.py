@@ -49,7 +49,7 @@ class ValidationResult:
 
 
 # Optional entry fields, in the order they are written; absent (None) ones are left out of the JSON.
-_OPTIONAL_TEXT = ("source_model_sha256", "io")
+_OPTIONAL_TEXT = ("source_model_sha256", "io", "int8_scheme")
 _OPTIONAL_FLAGS = ("argmax", "float_head")
 _OPTIONAL_OBJECTS = ("input_quantization", "calibration", "fallback")
 
@@ -69,6 +69,7 @@ class ArtifactEntry:
     conversion_seconds: float | None = None
     source_model_sha256: str | None = None  # the model.keras it was exported from
     io: str | None = None
+    int8_scheme: str | None = None  # ONNX int8: u8s8, reduce-range or u8u8
     argmax: bool | None = None
     float_head: bool | None = None
     input_quantization: Mapping[str, object] | None = None

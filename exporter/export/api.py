@@ -310,7 +310,10 @@ class ExportContext:
 
         proto = convert_onnx(self.model, spec, calibration,
                              onnx_metadata(self.labels, self.description(spec, "float32", "logits")))
-        return (lambda tmp: onnx.save(proto, tmp), {"opset": spec.opset or DEFAULT_OPSET})
+        fields = {"opset": spec.opset or DEFAULT_OPSET}
+        if spec.quantization.value == "int8":
+            fields["int8_scheme"] = spec.int8_scheme
+        return (lambda tmp: onnx.save(proto, tmp), fields)
 
 
 def _notes_before(spec: ExportSpec) -> list[str]:

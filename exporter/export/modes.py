@@ -36,6 +36,7 @@ class Quantization(Choice):
 
 
 ONNX_QUANTIZATIONS = (Quantization.FP32, Quantization.FP16, Quantization.INT8)
+INT8_SCHEMES = ("u8s8", "reduce-range", "u8u8")
 
 
 class IOType(Choice):
@@ -68,6 +69,10 @@ class ExportSpec:
     metadata: bool = True  # TFLite: embed labels and normalisation (MediaPipe, LiteRT task libraries)
     opset: int | None = None  # ONNX: None = onnx_export.DEFAULT_OPSET
     float_layers: tuple[str, ...] = ()  # int8 only: Keras layers (conv / transposed conv) kept in float
+    # ONNX int8 only: u8s8 (ORT's default: uint8 activations, int8 weights), reduce-range (u8s8 with 7-bit
+    # weights) or u8u8. x86 CPUs without VNNI sum u8×s8 products in 16 bits (VPMADDUBSW) and saturate;
+    # reduce-range and u8u8 are ONNX Runtime's remedies (its quantization docs).
+    int8_scheme: str = "u8s8"
 
     @property
     def selective(self) -> bool:
@@ -84,6 +89,11 @@ class ExportSpec:
         if self.selective and self.quantization is not Quantization.INT8:
             what = "--float-head" if self.float_head else "keeping layers float"
             raise UserError(f"{what} needs --quantize int8, not {self.quantization.value}")
+        if self.int8_scheme not in INT8_SCHEMES:
+            raise UserError(f"--int8-scheme: expected one of {', '.join(INT8_SCHEMES)}, got {self.int8_scheme!r}")
+        if self.int8_scheme != "u8s8" and (self.format is not ArtifactFormat.ONNX
+                                           or self.quantization is not Quantization.INT8):
+            raise UserError("--int8-scheme is for ONNX with --quantize int8")
         if self.format is ArtifactFormat.ONNX:
             if self.quantization not in ONNX_QUANTIZATIONS:
                 raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "
@@ -106,6 +116,8 @@ class ExportSpec:
             parts.append("floathead")
         if tag:
             parts.append(tag)
+        if self.int8_scheme != "u8s8":
+            parts.append(self.int8_scheme.replace("-", ""))
         if self.io is not IOType.FLOAT32:
             parts.append(f"{self.io.value}io")
         if self.argmax:

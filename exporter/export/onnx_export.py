@@ -71,7 +71,7 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
 
         proto = float16.convert_float_to_float16(proto, keep_io_types=True)
     elif quantization is Quantization.INT8:
-        proto = quantize_int8(proto, calibration, spec.float_head, spec.float_layers, model)
+        proto = quantize_int8(proto, calibration, spec.float_head, spec.float_layers, model, spec.int8_scheme)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     return proto
@@ -99,7 +99,7 @@ def excluded_nodes(proto, model, float_layers: tuple[str, ...], head: bool) -> l
 
 
 def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False, float_layers: tuple[str, ...] = (),
-                  model=None):
+                  model=None, scheme: str = "u8s8"):
     """ONNX Runtime static quantization: QDQ, per-channel int8 weights, uint8 activations; the head and
     ``float_layers`` (Keras layer names; ``model`` is the Keras model they are matched in) left float."""
     import onnx
@@ -113,7 +113,8 @@ def quantize_int8(proto, calibration: CalibrationSet, float_head: bool = False, 
         quantize_static(
             str(pre), str(dst), calibration.onnx_reader(INPUT_NAME),
             quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8 if scheme == "u8u8" else QuantType.QInt8,
+            reduce_range=scheme == "reduce-range",
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=excluded_nodes(onnx.load(pre), model, float_layers, float_head) if model is not None
             else [],
