@@ -355,3 +355,15 @@ def test_onnx_int8_schemes_are_named_checked_and_recorded(ctx, tmp_path):
     assert result.entry.int8_scheme == "u8u8" and result.validation.pixel_agreement > 0.9
     weights = {init.name: init.data_type for init in onnx.load(result.path).graph.initializer}
     assert onnx.TensorProto.UINT8 in weights.values() and onnx.TensorProto.INT8 not in weights.values()
+
+
+def test_onnx_u8s8_on_a_cpu_without_vnni_says_why_it_drifts(monkeypatch):
+    import exporter.bench.environment as environment
+    from exporter.export.api import NO_VNNI_NOTE, _notes_before
+
+    monkeypatch.setattr(environment, "int8_dot_product", lambda: "vpmaddubsw")
+    assert NO_VNNI_NOTE in _notes_before(ExportSpec("onnx", "int8"))
+    assert NO_VNNI_NOTE not in _notes_before(ExportSpec("onnx", "int8", int8_scheme="reduce-range"))
+    assert NO_VNNI_NOTE not in _notes_before(ExportSpec("tflite", "int8"))
+    monkeypatch.setattr(environment, "int8_dot_product", lambda: "vnni")
+    assert NO_VNNI_NOTE not in _notes_before(ExportSpec("onnx", "int8"))

@@ -324,7 +324,17 @@ def _notes_before(spec: ExportSpec) -> list[str]:
     notes = {"dynamic": [DYNAMIC_NOTE], "int16x8": [INT16X8_NOTE]}.get(spec.quantization.value, [])
     if spec.argmax:
         notes.append(f"for plain LiteRT apps; {ARGMAX_NOTE}")
+    if spec.format is ArtifactFormat.ONNX and spec.quantization.value == "int8" and spec.int8_scheme == "u8s8":
+        from exporter.bench.environment import int8_dot_product
+
+        if int8_dot_product() == "vpmaddubsw":
+            notes.append(NO_VNNI_NOTE)
     return notes
+
+
+NO_VNNI_NOTE = ("this CPU has no VNNI (int8 dot product: vpmaddubsw): ONNX Runtime's u8s8 kernels saturate 16-bit "
+                "sums here, so this validation (and this CPU's users) see more drift than a VNNI CPU or LiteRT would; "
+                "--int8-scheme reduce-range holds on both kinds (benchmarks/RESULTS.md)")
 
 
 def _check_aspect(model_path: Path, input_size: tuple[int, int], data_dir: Path) -> None:
