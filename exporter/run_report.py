@@ -132,6 +132,8 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
          _fmt(a.validation.max_abs_error), str(a.validation.samples)]
         for a in artifacts if a.validation is not None], set(headers[1:]), markdown=True))
     lines.append("")
+    kept_float = fallback_lines(artifacts)
+    lines += [*kept_float, ""] if kept_float else []
 
     best = max(run.history(), key=lambda r: r["val_miou"], default=None)
     by_path = {a.path: a for a in artifacts}
@@ -177,6 +179,12 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
               align(("stage", "seconds", "measured in"), stage_rows(stage_seconds, state, skipped), {"seconds"},
                     markdown=True), ""]
     return write_text_atomic(run.report, "\n".join(lines))
+
+
+def fallback_lines(artifacts) -> list[str]:
+    """One line for each artifact made by --auto-fallback: the layers it keeps float, and why."""
+    return [f"- `{a.path}` keeps {', '.join(a.fallback.get('float_layers') or []) or 'no layer'} in float: "
+            f"{a.fallback.get('reason', '')}." for a in artifacts if a.fallback]
 
 
 def _budget_row(name: str, target: str, value: float, ok: bool, spec: str = ".4f") -> list[str]:

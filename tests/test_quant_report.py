@@ -75,6 +75,11 @@ def test_auto_fallback_finds_the_fragile_layer_and_records_it(fragile_run, block
     assert entry["fallback"]["float_layers"] == [HEAD] and entry["validation"]["pixel_agreement"] >= 0.97
     assert [step["within"] for step in entry["fallback"]["steps"]] == [False, True]
     assert "until mIoU drop ≤ 1 point" in entry["fallback"]["reason"]
+    from exporter.contracts.rundir import RunDir
+    from exporter.run_report import fallback_lines
+
+    lines = fallback_lines(RunDir(fragile_run).current_artifacts())
+    assert lines == [f"- `unet_int8_autofallback.tflite` keeps {HEAD} in float: {entry['fallback']['reason']}."]
 
 
 def test_impossible_budget_exits_1_and_writes_nothing(fragile_run, blocks_dir, tmp_path):
