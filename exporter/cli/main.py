@@ -195,20 +195,11 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
         raise
     echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
     echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in {result.entry.conversion_seconds:.1f}s)")
-    if auto_fallback:
-        _fallback_latency(ctx, spec, result)
-
-
-def _fallback_latency(ctx, spec, result) -> None:
-    """The cost of the layers kept float: p50 latency of the result against full int8, here."""
-    import tempfile
-    from dataclasses import replace
-
-    with tempfile.TemporaryDirectory(prefix="unet-export-latency-") as tmp:
-        full = ctx.write_unrecorded(replace(spec, float_layers=()), Path(tmp) / f"full.{spec.format.value}")
-        before, after = ctx.latency_ms(full), ctx.latency_ms(result.path)
-    echo(f"p50 here, one frame: full int8 {before:.2f} ms, with {len(result.entry.fallback['float_layers'])} "
-         f"layer(s) float {after:.2f} ms ({after / before - 1:+.1%})")
+    if result.fallback_latency_ms:
+        before, after = result.fallback_latency_ms
+        start = "int8 with float head" if spec.float_head else "full int8"
+        echo(f"p50 here, one frame: {start} {before:.2f} ms, with {len(result.entry.fallback['float_layers'])} "
+             f"layer(s) float {after:.2f} ms ({after / before - 1:+.1%})")
 
 
 @cli.command()

@@ -41,6 +41,8 @@ class ExportResult:
     path: Path
     entry: ArtifactEntry
     notes: tuple[str, ...] = ()
+    # --auto-fallback: p50 ms of one frame here, (first attempt (full int8), the result), in one process
+    fallback_latency_ms: tuple[float, float] | None = None
 
     @property
     def validation(self) -> ValidationResult:
@@ -186,14 +188,16 @@ class ExportContext:
 
     def export_with_fallback(self, spec: ExportSpec, out: str | Path | None = None, budget: Budget = NO_BUDGET,
                              calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES, max_float_layers: int = 4,
-                             report_frames: int = 8, candidates_per_step: int = 3) -> ExportResult:
+                             report_frames: int = 8, candidates_per_step: int = 3,
+                             measure_latency: bool = True) -> ExportResult:
         """Int8 that meets ``budget``: quantize everything; while the budget is missed, keep one more layer in
         float: of the ``candidates_per_step`` convolutions adding the most error in the last attempt (its
         quantization report) and the classifier head, the one whose attempt agrees best with Keras.
 
         Each attempt is printed (drop, agreement, size). The first one within the budget is written and recorded
-        with ``fallback`` (layers kept float and why); none within ``max_float_layers`` → CheckFailed with the
-        best attempt's numbers, nothing written under the final name.
+        with ``fallback`` (layers kept float and why), and its latency is measured against the first attempt's
+        (``fallback_latency_ms``); none within ``max_float_layers`` → CheckFailed with the best attempt's
+        numbers, nothing written under the final name.
         """
         from exporter.export import quant_report
 
@@ -222,6 +226,7 @@ class ExportContext:
                 return not problems
 
             path, result = attempt(chosen)
+            first = path
             while not record(chosen, path, result):
                 if len(chosen) - len(spec.float_layers) >= max_float_layers:
                     best = max(steps, key=lambda step: (step["agreement"], -step["miou_drop"]))
@@ -243,10 +248,13 @@ class ExportContext:
                 trials = [(name, *attempt([*chosen, name])) for name in candidates]
                 name, path, result = max(trials, key=lambda t: (t[2].pixel_agreement, -t[2].miou_drop_points))
                 chosen.append(name)
-        reason = (f"kept float one at a time, each the best of the most error-adding layers, until {budget.describe()} "
-                  f"was met on {self.validation.images.shape[0]} held-out frames")
-        return self.export(replace(spec, float_layers=tuple(chosen)), final, budget, calibration_samples,
-                           fallback={"float_layers": list(chosen), "reason": reason, "steps": steps})
+            reason = (f"kept float one at a time, each the best of the most error-adding layers, until "
+                      f"{budget.describe()} was met on {self.validation.images.shape[0]} held-out frames")
+            written = self.export(replace(spec, float_layers=tuple(chosen)), final, budget, calibration_samples,
+                                  fallback={"float_layers": list(chosen), "reason": reason, "steps": steps})
+            # the cost of the layers kept float, against the first attempt still on disk (no second conversion)
+            latency = (self.latency_ms(first), self.latency_ms(written.path)) if measure_latency else None
+        return replace(written, fallback_latency_ms=latency)
 
     def write_unrecorded(self, spec: ExportSpec, path: str | Path,
                          calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES) -> Path:
