@@ -70,22 +70,11 @@ def matmul_gflops(n: int = 2048, seconds: float = 3.0) -> dict[str, float]:
 
 
 def forward_gflop(input_size=(96, 128), n_filters: int = 32, n_classes: int = 23) -> float:
-    import keras
-
+    """Convolution arithmetic of one forward, counted from the layers (``exporter.export.layers``)."""
+    from exporter.export.layers import keras_layers
     from exporter.model import build_unet
 
-    model = build_unet((*input_size, 3), n_filters, n_classes)
-    macs = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            _, h, w, _ = layer.input.shape  # each input pixel scatters a kernel into the output
-            kh, kw = layer.kernel_size
-            macs += h * w * kh * kw * layer.input.shape[-1] * layer.filters
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            macs += h * w * kh * kw * layer.input.shape[-1] * c_out
-    return 2 * macs / 1e9
+    return sum(layer.flops for layer in keras_layers(build_unet((*input_size, 3), n_filters, n_classes))) / 1e9
 
 
 def main() -> None:

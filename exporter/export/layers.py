@@ -97,11 +97,7 @@ def tflite_ops(model_bytes: bytes) -> list[dict]:
         if op["op_name"] not in TFLITE_OPS:
             continue
         out = tensor(op["outputs"][0], 0)
-        filter_index = None
-        if op["op_name"] == "CONV_2D":
-            filter_index = int(op["inputs"][1])
-        elif op["op_name"] == "TRANSPOSE_CONV":
-            filter_index = int(op["inputs"][1])
+        filter_index = int(op["inputs"][1]) if op["op_name"] in ("CONV_2D", "TRANSPOSE_CONV") else None
         ops.append({"op": op["op_name"], "tensor": out["name"], "index": int(out["index"]),
                     "dtype": out["dtype"].__name__, "shape": tuple(int(v) for v in out["shape"][1:]),
                     "filter": filter_index})

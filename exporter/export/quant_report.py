@@ -12,7 +12,6 @@ Host side.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,10 +75,6 @@ class QuantReport:
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "format": self.format, "frames": self.frames,
                 "layers": [layer.to_dict() for layer in self.layers], "sensitivity": self.sensitivity}
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
 
 
 def report(model, artifact: Path, images: np.ndarray) -> QuantReport:
@@ -246,7 +241,3 @@ def write(rep: QuantReport, out_dir: Path) -> list[Path]:
     except ImportError:
         pass
     return written
-
-
-def load(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
