@@ -10,9 +10,10 @@ from exporter.contracts.rundir import RunDir
 from exporter.fileio import write_text_atomic
 from exporter.text_table import align
 
-MOBILE_PREFERENCE = ("unet_int8_floathead_uint8io_argmax.tflite", "unet_int8_uint8io_argmax.tflite",
-                     "unet_int8_floathead_uint8io.tflite", "unet_int8_uint8io.tflite", "unet_int8_floathead.tflite",
-                     "unet_int8.tflite", "unet_fp16.tflite", "unet_fp32.tflite")
+MOBILE_PREFERENCE = ("unet_int8_floathead_uint8io_argmax_b1.tflite", "unet_int8_floathead_uint8io_argmax.tflite",
+                     "unet_int8_uint8io_argmax.tflite", "unet_int8_floathead_uint8io.tflite", "unet_int8_uint8io.tflite",
+                     "unet_int8_floathead.tflite", "unet_int8.tflite", "unet_fp16_b1.tflite", "unet_fp16.tflite",
+                     "unet_fp32.tflite")
 
 
 def _fmt(value, spec=".4f", missing="-"):

@@ -13,10 +13,10 @@ Host side (imports TensorFlow when called).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
-import tempfile
+
+from exporter.runtimes.base import held_stderr
 
 NOISE = re.compile(
     r"All log messages before absl::InitializeLog"
@@ -34,26 +34,14 @@ CONVERTER_NOISE = re.compile(NOISE.pattern + r"|Created TensorFlow Lite XNNPACK 
 def filtered_stderr(noise: re.Pattern = NOISE):
     """While inside, what anything (C++ included) writes to fd 2 is held back; on leaving, the lines that do
     not match ``noise`` are written to stderr."""
-    sys.stderr.flush()
     try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2 (a closed stderr): nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
+        with held_stderr() as held:
             yield
-        finally:
+    finally:
+        kept = [line for line in held.text.splitlines() if line.strip() and not noise.search(line)]
+        if kept:
+            sys.stderr.write("\n".join(kept) + "\n")
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().decode("utf-8", "replace").splitlines()
-                    if line.strip() and not noise.search(line)]
-            if kept:
-                sys.stderr.write("\n".join(kept) + "\n")
-                sys.stderr.flush()
 
 
 def import_tensorflow():

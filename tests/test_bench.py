@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from exporter.bench.harness import time_calls
 from exporter.cli.bench import cli as bench_cli
+from exporter.cli.main import cli as main_cli
 from exporter.contracts.bench_json import Latency
 from exporter.contracts.pack import open_pack
 from exporter.errors import UserError
@@ -51,12 +52,35 @@ def test_pack_round_trip(exported_run, tmp_path):
     names = sorted(a.name for a in target.artifacts)
     assert "model.keras" in names and "unet_fp32.onnx" in names and "unet_int8_uint8io_argmax.tflite" in names
     for artifact in target.artifacts:
-        assert artifact.file.read_bytes() == (run_dir / artifact.name).read_bytes()
+        if artifact.name != "model.keras":
+            assert artifact.file.read_bytes() == (run_dir / artifact.name).read_bytes()
+    # model.keras travels without optimizer state: same weights, fewer bytes, its own sha256 in the entry
+    import keras
+
+    packed = next(a for a in target.artifacts if a.name == "model.keras")
+    original = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    copy = keras.saving.load_model(packed.file, compile=False)
+    assert all(np.array_equal(a, b) for a, b in zip(original.get_weights(), copy.get_weights(), strict=True))
+    assert packed.file.stat().st_size < (run_dir / "model.keras").stat().st_size
+    assert packed.entry.size_bytes == packed.file.stat().st_size
     from exporter.contracts.evaldata import load_eval
 
     evaldata = load_eval(target.eval_path)
     assert evaldata.images.shape == (6, 32, 32, 3) and evaldata.n_classes == 23
     assert len(target.labels) == 23
+
+
+def test_pack_carries_only_the_artifacts_named(exported_run, tmp_path):
+    run_dir, _ = exported_run
+    result = CliRunner().invoke(main_cli, ["pack", str(run_dir), "--frames", "2", "--out", str(tmp_path / "one.pack"),
+                                           "--with-keras", "--artifacts", "unet_fp32.onnx,model.keras"])
+    assert result.exit_code == 0, result.output
+    names = sorted(a.name for a in open_pack(tmp_path / "one.pack", tmp_path / "one").artifacts)
+    assert names == ["model.keras", "unet_fp32.onnx"]
+    result = CliRunner().invoke(main_cli, ["pack", str(run_dir), "--out", str(tmp_path / "bad.pack"),
+                                           "--artifacts", "unet_fp33.onnx"])
+    assert result.exit_code == 2 and "no artifact unet_fp33.onnx to pack (known: " in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "bad.pack").exists()
 
 
 def _rewrite(pack, out, mutate):

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import fp32_tolerance
 from exporter.bench.environment import int8_dot_product
-from exporter.runtimes import RUNTIMES, ModelLoadError, RuntimeUnavailable, get_runtime, runtimes_for
+from exporter.runtimes import RUNTIMES, ModelLoadError, get_runtime, runtimes_for
 from exporter.runtimes.base import decode_output, quantize_input
 
 SIZE, CLASSES = 32, 23
@@ -190,7 +190,7 @@ def test_info_fields(artifacts, name, artifact):
     assert info["runtime"] == name and info["device"] == "cpu" and info["runtime_version"] == runtime.version()
     assert isinstance(info["providers"], list) and info["providers"]
     assert info["input"]["shape"][1:] == [SIZE, SIZE, 3] and info["input"]["dtype"] == "float32"
-    expected = {"keras": ["/CPU:0"], "litert": ["xnnpack"], "onnxruntime": ["CPUExecutionProvider"],
+    expected = {"keras": ["tensorflow /CPU:0"], "litert": ["xnnpack"], "onnxruntime": ["CPUExecutionProvider"],
                 "openvino": ["CPU"]}[name]
     assert info["providers"] == expected
     if name == "keras":  # TensorFlow may already be initialised in this process: then it says so
@@ -209,33 +209,6 @@ def test_threads_default_to_every_core(artifacts):
     assert loaded("openvino", artifacts, "fp32.onnx", threads=None).info()["threads"] >= 1
     with pytest.raises(ValueError, match="threads"):
         loaded("litert", artifacts, "fp32.tflite", threads=0)
-
-
-@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
-def test_gpu_is_unavailable_here_or_really_runs(artifacts, name, artifact):
-    runtime = get_runtime(name)
-    try:
-        runtime.load(artifacts["dir"] / artifact, device="gpu")
-    except RuntimeUnavailable as exc:  # this machine: no GPU, no delegate — skipped with a reason
-        assert str(exc).strip() and "\n" not in str(exc)
-        return
-    logits = runtime.predict(artifacts["frames"][:1])  # a machine with a GPU: it must then really work
-    assert runtime.info()["device"] == "gpu"
-    assert np.mean(np.argmax(logits, -1) == artifacts["classes"][:1]) > 0.99
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("name,artifact", FP32_PAIRS)
-def test_each_runtime_runs_fp32_on_the_gpu_when_it_offers_one(artifacts, name, artifact):
-    """On a machine with a GPU: a runtime that has a GPU route must run there and agree with the reference."""
-    runtime = get_runtime(name)
-    try:
-        runtime.load(artifacts["dir"] / artifact, device="gpu")
-    except RuntimeUnavailable as exc:
-        pytest.skip(f"{name}: {exc}")
-    logits = runtime.predict(artifacts["frames"][:1])
-    assert runtime.info()["device"] == "gpu"
-    assert np.mean(np.argmax(logits, -1) == artifacts["classes"][:1]) > 0.99
 
 
 def test_unknown_device_is_a_value_error(artifacts):
@@ -298,8 +271,8 @@ def test_adapters_run_without_tensorflow(artifacts):
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["keras_available"] == "tensorflow is not installed"
-    assert result["keras_load"] == "tensorflow is not installed"
+    assert result["keras_available"] == "keras is not installed"
+    assert result["keras_load"] == "keras is not installed"
     tolerance = fp32_tolerance(artifacts["reference"])
     assert result["diff"]["litert"] <= tolerance and result["diff"]["onnxruntime"] <= tolerance
     assert result["tensorflow_loaded"] is False

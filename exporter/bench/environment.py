@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+from pathlib import Path
 
 from exporter.runtimes.base import distribution_version
 
@@ -12,7 +13,8 @@ INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "
                      "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "neon")
 RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",),
                     "litert": ("ai-edge-litert",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-                    "openvino": ("openvino",), "numpy": ("numpy",)}
+                    "openvino": ("openvino",), "jax": ("jax",), "onnxruntime-ep-webgpu": ("onnxruntime-ep-webgpu",),
+                    "numpy": ("numpy",)}
 
 
 def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
@@ -76,6 +78,22 @@ def int8_dot_product() -> str:
     return "unknown"
 
 
+def gpus() -> list[str]:
+    """The GPUs this machine shows, read without any framework: NVIDIA's driver names each card; other
+    GPUs show as render nodes (/dev/dri/renderD*)."""
+    names = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        try:
+            model = next((line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                          if line.startswith("Model:")), None)
+        except OSError:
+            model = None
+        names.append(model or "NVIDIA GPU")
+    if not names:
+        names = [f"render node {p.name}" for p in sorted(Path("/dev/dri").glob("renderD*"))]
+    return names
+
+
 def describe(label: str | None = None) -> dict:
     """The environment block of a bench result."""
     cpu, flags = _cpuinfo()
@@ -84,6 +102,7 @@ def describe(label: str | None = None) -> dict:
         "cpu_flags": flags,
         "int8_dot_product": int8_dot_product(),
         "cores": os.cpu_count(),
+        "gpus": gpus(),
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "python": platform.python_version(),

@@ -19,7 +19,7 @@ from exporter.text_table import align
 SCALAR_FIELDS = (
     "artifact", "format", "precision", "runtime", "runtime_version", "device", "threads", "batch_size",
     "status", "reason", "size_bytes", "cold_start_ms", "throughput_fps", "peak_rss_mb", "inference_precision",
-    "export_agreement",
+    "export_agreement", "fully_accelerated", "cpu_fallback_nodes",
 )
 CSV_FIELDS = (
     *SCALAR_FIELDS,
@@ -136,7 +136,27 @@ def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
     adds the mIoU drop and budget columns.
     """
     return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows),
+                      *(f"gpu: {line}" for line in device_lines(rows)),
                       *(f"drift: {note}" for note in drift_notes(rows))])
+
+
+def device_lines(rows: list[BenchRow]) -> list[str]:
+    """One line per artifact × runtime that ran on a GPU: what ran it, at which precision, and whether every
+    op stayed on the GPU ('3 of 61 nodes fell back to the CPU')."""
+    seen, lines = set(), []
+    for r in rows:
+        if not r.ok or r.device != "gpu" or (r.artifact, r.runtime) in seen:
+            continue
+        seen.add((r.artifact, r.runtime))
+        parts = [", ".join(r.providers or ()) or "provider not reported"]
+        if r.inference_precision:
+            parts.append(f"precision {r.inference_precision}")
+        if r.cpu_fallback_nodes:
+            parts.append(f"{r.cpu_fallback_nodes} node{'s' if r.cpu_fallback_nodes != 1 else ''} fell back to the CPU")
+        elif r.fully_accelerated is not None:
+            parts.append("fully accelerated" if r.fully_accelerated else "partly on the CPU")
+        lines.append(f"{r.artifact} on {r.runtime}: {'; '.join(parts)}")
+    return lines
 
 
 def drift_notes(rows: list[BenchRow], int8_dot_product: str | None = None) -> list[str]:
@@ -189,6 +209,8 @@ def environment_lines(environment) -> list[str]:
                        ("timestamp", "timestamp")):
         if env.get(key) not in (None, ""):
             lines.append(f"- {title}: {env[key]}")
+    if env.get("gpus"):
+        lines.append(f"- GPU: {', '.join(map(str, env['gpus']))}")
     flags = env.get("cpu_flags") or []
     if flags:
         lines.append(f"- CPU flags: {shorten(' '.join(map(str, flags)), 120)}")
@@ -212,6 +234,9 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts:
                      f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
     parts += ["", "## Results", ""]
     parts.append(_measured_table(rows, verdicts, markdown=True))
+    on_gpu = device_lines(rows)
+    if on_gpu:
+        parts += ["", "## What ran on the GPU", ""] + [f"- {line}" for line in on_gpu]
     notes = drift_notes(rows, (bench.environment or {}).get("int8_dot_product"))
     if notes:
         parts += ["", "## Drift beyond the export-time validation", ""] + [f"- {note}" for note in notes]

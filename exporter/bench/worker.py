@@ -91,7 +91,8 @@ def run(spec: dict) -> list[BenchRow]:
         preview.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(preview, maps=class_map[: spec.get("preview_frames", 3)].astype(np.uint8))
     base = replace(base, cold_start_ms=cold_start_ms, accuracy=scores, providers=tuple(info.get("providers") or ()),
-                   inference_precision=_ran_as(info), preview_maps=preview.name if preview else None)
+                   inference_precision=_ran_as(info), preview_maps=preview.name if preview else None,
+                   fully_accelerated=info.get("fully_accelerated"), cpu_fallback_nodes=info.get("cpu_fallback_nodes"))
 
     rows = []
     for batch_size in spec["batch_sizes"]:

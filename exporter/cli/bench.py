@@ -129,3 +129,7 @@ def compare(results, baseline, markdown_out) -> None:
     if markdown_out:
         write_text_atomic(markdown_out, table + "\n")
         echo(f"wrote {markdown_out}")
+
+
+if __name__ == "__main__":  # python -m exporter.cli.bench, where the console script is not installed
+    cli()

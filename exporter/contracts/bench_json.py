@@ -102,6 +102,10 @@ class BenchRow:
     inference_precision: str | None = None
     preview_maps: str | None = None
     export_agreement: float | None = None  # the same file's pixel agreement when it was exported (its manifest)
+    # On a GPU (or other accelerator): did every op run there, and how many graph nodes fell back to the CPU
+    # (None: the runtime does not say).
+    fully_accelerated: bool | None = None
+    cpu_fallback_nodes: int | None = None
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 
     def __post_init__(self) -> None:
@@ -147,6 +151,10 @@ class BenchRow:
         })
         if self.export_agreement is not None:
             row["export_agreement"] = self.export_agreement
+        if self.fully_accelerated is not None:
+            row["fully_accelerated"] = self.fully_accelerated
+        if self.cpu_fallback_nodes is not None:
+            row["cpu_fallback_nodes"] = self.cpu_fallback_nodes
         return {**row, **self.extra}
 
     @classmethod
@@ -167,7 +175,10 @@ class BenchRow:
                for name in ("format", "precision", "runtime", "runtime_version", "device", "reason",
                             "inference_precision", "preview_maps")},
             **{name: checks.integer(data.get(name), f"{where}.{name}") for name in ("threads", "batch_size",
-                                                                                       "size_bytes")},
+                                                                                       "size_bytes",
+                                                                                       "cpu_fallback_nodes")},
+            fully_accelerated=(None if data.get("fully_accelerated") is None
+                               else checks.flag(data["fully_accelerated"], f"{where}.fully_accelerated")),
             **{name: checks.number(data.get(name), f"{where}.{name}") for name in ("cold_start_ms",
                                                                                       "throughput_fps", "peak_rss_mb",
                                                                                       "export_agreement")},

@@ -77,6 +77,7 @@ class ArtifactEntry:
     # --auto-fallback: {"float_layers": [...], "reason": ..., "steps": [{"float_layers", "miou_drop", ...}]}
     fallback: Mapping[str, object] | None = None
     opset: int | None = None
+    static_batch: int | None = None  # TFLite exported with a fixed batch (GPU delegates need static shapes)
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 
     @property
@@ -87,7 +88,8 @@ class ArtifactEntry:
         entry = {"path": self.path, "format": self.format, "precision": self.precision,
                  "input_dtype": self.input_dtype, "output": self.output, "size_bytes": self.size_bytes,
                  "sha256": self.sha256, "validation": self.validation.to_dict() if self.validation else None}
-        for name in ("conversion_seconds", *_OPTIONAL_TEXT, *_OPTIONAL_FLAGS, *_OPTIONAL_OBJECTS, "opset"):
+        for name in ("conversion_seconds", *_OPTIONAL_TEXT, *_OPTIONAL_FLAGS, *_OPTIONAL_OBJECTS, "opset",
+                     "static_batch"):
             value = getattr(self, name)
             if value is not None:
                 entry[name] = dict(value) if isinstance(value, Mapping) else value
@@ -120,6 +122,7 @@ class ArtifactEntry:
                for name in _OPTIONAL_FLAGS},
             **objects,
             opset=checks.integer(data.get("opset"), f"{where}.opset"),
+            static_batch=checks.integer(data.get("static_batch"), f"{where}.static_batch"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -202,10 +202,12 @@ def _check_members(pack: Path, infos: list[zipfile.ZipInfo]) -> None:
         raise UserError(f"{pack}: unpacks to more than {MAX_TOTAL_BYTES >> 30} GiB")
 
 
-def keras_entry(run: RunDir) -> ArtifactEntry:
-    """The run's model.keras as an artifact (the reference every export is held to)."""
-    return ArtifactEntry(path=run.model.name, format="keras", precision="fp32", size_bytes=run.model.stat().st_size,
-                         sha256=sha256_file(run.model))
+def keras_entry(run: RunDir, path: Path | None = None) -> ArtifactEntry:
+    """The run's model.keras as an artifact (the reference every export is held to); ``path``: a copy of it
+    (the pack's, without optimizer state) to describe instead."""
+    path = path or run.model
+    return ArtifactEntry(path=run.model.name, format="keras", precision="fp32", size_bytes=path.stat().st_size,
+                         sha256=sha256_file(path))
 
 
 def open_run_dir(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> BenchTarget:

@@ -73,6 +73,10 @@ class ExportSpec:
     # weights) or u8u8. x86 CPUs without VNNI sum u8×s8 products in 16 bits (VPMADDUBSW) and saturate;
     # reduce-range and u8u8 are ONNX Runtime's remedies (its quantization docs).
     int8_scheme: str = "u8s8"
+    # TFLite: a fixed batch (e.g. 1) instead of a dynamic one. GPU delegates and LiteRT's GPU accelerator take
+    # static shapes only: with a dynamic batch the transposed convs' output shapes are computed at run time
+    # and the GPU refuses the graph ("only supports static-sized tensors"). Mobile apps run batch 1 anyway.
+    static_batch: int | None = None
 
     @property
     def selective(self) -> bool:
@@ -94,6 +98,8 @@ class ExportSpec:
         if self.int8_scheme != "u8s8" and (self.format is not ArtifactFormat.ONNX
                                            or self.quantization is not Quantization.INT8):
             raise UserError("--int8-scheme is for ONNX with --quantize int8")
+        if self.static_batch is not None and (self.format is not ArtifactFormat.TFLITE or int(self.static_batch) < 1):
+            raise UserError("--static-batch is a TFLite option and must be >= 1")
         if self.format is ArtifactFormat.ONNX:
             if self.quantization not in ONNX_QUANTIZATIONS:
                 raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "
@@ -106,7 +112,7 @@ class ExportSpec:
 
     @property
     def file_name(self) -> str:
-        """Default name: unet_<precision>[_floathead][_fallback][_<io>io][_argmax].<format>."""
+        """Default name: unet_<precision>[_floathead][_fallback][_<io>io][_argmax][_b<N>].<format>."""
         return self.file_name_with("fallback" if self.float_layers else None)
 
     def file_name_with(self, tag: str | None) -> str:
@@ -122,6 +128,8 @@ class ExportSpec:
             parts.append(f"{self.io.value}io")
         if self.argmax:
             parts.append("argmax")
+        if self.static_batch:
+            parts.append(f"b{self.static_batch}")
         return "_".join(parts) + f".{self.format.value}"
 
     @property

@@ -33,6 +33,17 @@ def with_argmax(model):
     return keras.Model(model.inputs, ClassMap(name="class_map")(model.outputs[0]), name=f"{model.name}_argmax")
 
 
+def with_static_batch(model, batch: int):
+    """The same model (same layers, names and weights) whose input has a fixed batch, so that every tensor of
+    the converted graph has a static shape (what GPU delegates need; see ``ExportSpec.static_batch``)."""
+    import keras
+
+    inputs = keras.Input(batch_shape=(batch, *model.input_shape[1:]), dtype=model.inputs[0].dtype)
+    clone = keras.models.clone_model(model, input_tensors=inputs)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def convert_tflite(model, spec: ExportSpec | None = None, calibration: CalibrationSet | None = None) -> bytes:
     """Convert with ``TFLiteConverter.from_keras_model`` (weights frozen); returns the flatbuffer (no metadata).
 
@@ -45,7 +56,8 @@ def convert_tflite(model, spec: ExportSpec | None = None, calibration: Calibrati
     quantization, io = spec.quantization, spec.io
     if quantization.needs_calibration and calibration is None:
         raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
-    source = with_argmax(model) if spec.argmax else model
+    source = with_static_batch(model, spec.static_batch) if spec.static_batch else model
+    source = with_argmax(source) if spec.argmax else source
     if spec.selective:
         return _convert_int8_selective(source, io, calibration, spec.float_layers, spec.float_head)
     converter = tf.lite.TFLiteConverter.from_keras_model(source)

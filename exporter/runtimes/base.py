@@ -11,8 +11,11 @@ Nothing here imports a framework at module level: the device may have only numpy
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
+import tempfile
 from abc import ABC, abstractmethod
 from importlib import metadata
 from pathlib import Path
@@ -63,6 +66,38 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     useful = [line for line in lines if not line.lower().startswith(noise)] or lines
     text = "; ".join(useful) or exc.__class__.__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class HeldOutput:
+    """What was written to file descriptor 2 inside ``held_stderr`` (``text`` is set on leaving)."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def held_stderr():
+    """While inside, what anything (native libraries included) writes to fd 2 is held back, not shown.
+
+    Yields a ``HeldOutput`` whose ``text`` holds it afterwards: native runtimes (LiteRT's GPU accelerator,
+    TensorFlow) say why a device failed only there, not in the exception they raise.
+    """
+    held = HeldOutput()
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (a closed stderr): nothing to hold
+        yield held
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.text = sink.read().decode("utf-8", "replace")
 
 
 def check_model_file(path) -> Path:

@@ -1,18 +1,28 @@
-"""Keras (TensorFlow backend): the trained .keras model itself — the reference every export is held to.
+"""Keras: the trained .keras model itself — the reference every export is held to — on TensorFlow or JAX.
 
-TensorFlow is imported inside ``load`` only (the one adapter allowed to import it).
+Backend: Keras 3 picks it once per process, at its first import. ``KERAS_BACKEND`` is honoured (tensorflow
+or jax); unset, it is TensorFlow where installed, else JAX — the light route: the same .keras file on a host
+or device with ``jax`` (``jax[cuda13]`` for NVIDIA GPUs) and no TensorFlow, or whose TensorFlow has no GPU
+build. The row's runtime version and providers say which backend and device ran. Frameworks are imported
+inside ``load`` only.
 
-Threads: ``tf.config.threading.set_intra_op_parallelism_threads`` only takes effect if called before
+Threads (TensorFlow): ``tf.config.threading.set_intra_op_parallelism_threads`` only takes effect before
 TensorFlow has run anything in this process (the bench gives every runtime a fresh worker process, so there
-it always does). If TensorFlow is already initialised with a different count, the request cannot be applied:
-the adapter keeps going and ``info()`` reports the count actually in force plus a ``threads_note``.
+it always does); otherwise ``info()`` reports the count in force plus a ``threads_note``. JAX's CPU backend
+chooses its own thread pool: the request is noted, not applied.
 
-Predict: ``model.predict_on_batch`` (a traced ``tf.function`` under the hood): as fast as a hand-made
-``tf.function`` and faster than eager calls or XLA here (benchmarks/RESULTS.md, "Adapter choices").
+GPU precision: TensorFlow and XLA (JAX) let float32 convolutions run in TF32 on Ampere and later GPUs by
+default; the row says so, and its drift against the CPU reference shows what that costs.
+
+Predict: ``model.predict_on_batch`` (a traced function under the hood): as fast as a hand-made
+``tf.function`` and faster than eager calls or XLA on the CPU (benchmarks/RESULTS.md, "Adapter choices").
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import zipfile
 
 import numpy as np
@@ -26,24 +36,58 @@ from exporter.runtimes.base import (
     default_threads,
     distribution_version,
     is_class_map,
+    module_missing,
     one_line,
     register,
     tensor_details,
 )
+
+BACKENDS = ("tensorflow", "jax")
+
+
+def keras_backend() -> str | None:
+    """The backend Keras uses (or will use) in this process; None if no usable one is installed."""
+    if "keras" in sys.modules and hasattr(sys.modules["keras"], "backend"):
+        return sys.modules["keras"].backend.backend()
+    wanted = os.environ.get("KERAS_BACKEND")
+    if wanted:
+        return wanted
+    return next((name for name in BACKENDS if not module_missing(name)), None)
 
 
 @register
 class KerasRuntime(Runtime):
     name = "keras"
     formats = ("keras",)
-    modules = ("tensorflow", "keras")
-    distributions = ("tensorflow", "tensorflow-cpu", "tf-nightly")
+    modules = ("keras",)
+    distributions = ("keras",)
 
     def __init__(self) -> None:
         super().__init__()
         self._model = None
-        self._tf_device = "/CPU:0"
+        self._backend: str | None = None
+        self._device_scope = contextlib.nullcontext
         self._threads_note: str | None = None
+
+    @classmethod
+    def available(cls) -> str | None:
+        missing = super().available()
+        if missing:
+            return missing
+        backend = keras_backend()
+        if backend is None:
+            return "keras has no backend here: neither tensorflow nor jax is installed"
+        if backend not in BACKENDS:
+            return f"KERAS_BACKEND={backend}: the keras adapter runs the tensorflow or jax backend"
+        if module_missing(backend):
+            return f"KERAS_BACKEND={backend}, but {backend} is not installed"
+        return None
+
+    def version(self) -> str:
+        backend = self._backend or keras_backend()
+        names = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tf-nightly"), "jax": ("jax",)}.get(backend, ())
+        keras_version = distribution_version("keras") or "unknown"
+        return f"{keras_version} ({backend} {distribution_version(*names) or 'unknown'})" if names else keras_version
 
     def _set_threads(self, tf, threads: int | None) -> None:
         self._threads_note = None
@@ -57,23 +101,63 @@ class KerasRuntime(Runtime):
         actual = tf.config.threading.get_intra_op_parallelism_threads()
         self.threads = actual or default_threads()  # 0 = TensorFlow's default: every core
 
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        path = self._begin_load(path, device, threads)
-        import keras
-        import tensorflow as tf
+    def _place_tensorflow(self, device: str) -> None:
+        from exporter.tf_quiet import import_tensorflow
 
+        tf = import_tensorflow()
         self._set_threads(tf, self.threads)
+        name = "/CPU:0"
         if device == "gpu":
             gpus = tf.config.list_physical_devices("GPU")
             if not gpus:
-                raise RuntimeUnavailable("no GPU: TensorFlow lists no physical GPU devices")
-            self._tf_device = "/GPU:0"
+                built = "no GPU found" if tf.test.is_built_with_cuda() else "this TensorFlow has no GPU build"
+                raise RuntimeUnavailable(f"no GPU: TensorFlow {tf.__version__} lists no GPU ({built}); the same "
+                                         "file runs on a GPU through Keras' JAX backend: KERAS_BACKEND=jax with "
+                                         "pip install 'jax[cuda13]'")
+            name = "/GPU:0"
+            details = tf.config.experimental.get_device_details(gpus[0]) or {}
+            self._providers = [f"tensorflow {name} ({details.get('device_name', 'GPU')})"]
+            self._precision_note = " (TF32 allowed)"
         else:
-            self._tf_device = "/CPU:0"
+            self._providers = [f"tensorflow {name}"]
+        self._device_scope = lambda: tf.device(name)
+
+    def _place_jax(self, device: str) -> None:
+        import jax
+
+        if device == "gpu":
+            try:
+                chosen = jax.devices("gpu")[0]
+            except RuntimeError:
+                platforms = sorted({d.platform for d in jax.devices()})
+                raise RuntimeUnavailable(f"no GPU: JAX {jax.__version__} sees only {', '.join(platforms)} devices "
+                                         "(pip install 'jax[cuda13]' for an NVIDIA GPU)") from None
+            self._precision_note = " (TF32 allowed)"
+        else:
+            chosen = jax.devices("cpu")[0]
+            if self.threads is not None:
+                self._threads_note = f"requested {self.threads} threads; JAX's CPU backend chooses its own"
+            self.threads = default_threads()
+        self._providers = [f"jax {chosen.platform}:{chosen.id} ({chosen.device_kind})"]
+        self._device_scope = lambda: jax.default_device(chosen)
+
+    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
+        path = self._begin_load(path, device, threads)
+        backend = keras_backend()
+        if backend == "jax" and "keras" not in sys.modules:
+            os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras' own default would be tensorflow
+            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a GPU shared with other processes
+        self._backend, self._precision_note, self._threads_note = backend, "", None
+        if backend == "jax":
+            self._place_jax(device)
+        else:
+            self._place_tensorflow(device)
+        import keras
+
         if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
             raise ModelLoadError(f"{path.name}: not a .keras zip archive (truncated or corrupt)")
         try:
-            with tf.device(self._tf_device):
+            with self._device_scope():
                 model = keras.saving.load_model(str(path), compile=False, safe_mode=True)
         except Exception as exc:  # zip, h5, JSON, deserialisation errors: all mean the file is unusable
             raise ModelLoadError(f"{path.name}: {exc.__class__.__name__}: {one_line(exc)}") from exc
@@ -88,19 +172,16 @@ class KerasRuntime(Runtime):
         self._output = tensor_details(out_shape, out_dtype, name=model.outputs[0].name)
         kind_shape = [d if d is not None else -1 for d in out_shape]
         self._output["kind"] = "class_map" if is_class_map(kind_shape, out_dtype) else "logits"
-        self._providers = [self._tf_device]
         policy = getattr(model, "dtype_policy", None)
-        self._precision = getattr(policy, "name", None) or "float32"
+        self._precision = (getattr(policy, "name", None) or "float32") + self._precision_note
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._require_loaded()
-        import tensorflow as tf
-
         images = check_images(images)
-        with tf.device(self._tf_device):
+        with self._device_scope():
             raw = self._model.predict_on_batch(images)
         return decode_output(np.asarray(raw))
 
     def details(self) -> dict:
-        return {"keras_version": distribution_version("keras"),
+        return {"keras_version": distribution_version("keras"), "keras_backend": self._backend,
                 **({"threads_note": self._threads_note} if self._threads_note else {})}

@@ -1,4 +1,13 @@
-"""LiteRT (``ai_edge_litert.interpreter``, never ``tf.lite``): .tflite on CPU (XNNPACK) or a GPU delegate.
+"""LiteRT (``ai_edge_litert``, never ``tf.lite``): .tflite on the CPU (XNNPACK) or the GPU.
+
+GPU: LiteRT's ``CompiledModel`` API with ``HardwareAccelerator.GPU`` — the route Android's GPU takes; on Linux
+its accelerator (``libLiteRtWebGpuAccelerator.so``, in the wheel) runs WebGPU over Vulkan, so the machine needs
+the Vulkan loader (``libvulkan.so.1``) and a GPU driver with a Vulkan ICD. The model is compiled GPU-only
+first; if that fails for a reason other than the GPU itself, with the CPU as fallback for the ops the GPU
+does not take, and ``fully_accelerated`` says which. The GPU computes in fp16 unless ``UNET_LITERT_GPU_FP32=1``
+(``GpuOptions.enforce_f32``); the row's precision says which. It runs at the model's own batch (1), a batch
+of N as N calls: the compiled model's output buffers do not follow an input resize. The classic GPU delegate
+is used instead where a user supplies one: ``UNET_LITERT_GPU_DELEGATE=/path/to/libdelegate.so``.
 
 Batch: a converted Keras model has input shape [1, H, W, 3] with signature [-1, H, W, 3]. A batch of N frames
 gets its own interpreter, resized with ``resize_tensor_input`` + ``allocate_tensors`` once and then cached by
@@ -12,29 +21,62 @@ thread, unlike every other runtime here.
 from __future__ import annotations
 
 import ctypes
+import os
+import re
 import sys
 
 import numpy as np
 
 from exporter.runtimes.base import (
+    HeldOutput,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
     check_images,
     decode_output,
     default_threads,
+    held_stderr,
     is_class_map,
+    module_missing,
     one_line,
     quantize_input,
     register,
     tensor_details,
 )
 
-GPU_DELEGATES = {
-    "linux": ("libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so", "libLiteRtGpuAccelerator.so"),
-    "darwin": ("libtensorflowlite_gpu_delegate.dylib", "libmetal_delegate.dylib"),
-    "win32": ("tensorflowlite_gpu_delegate.dll",),
-}
+DELEGATE_ENV = "UNET_LITERT_GPU_DELEGATE"  # a classic GPU delegate library the user supplies
+FP32_ENV = "UNET_LITERT_GPU_FP32"  # "1": GpuOptions.enforce_f32 (the GPU computes in fp16 otherwise)
+VULKAN_LOADER = "libvulkan.so.1"
+# What LiteRT's GPU accelerator writes to stderr when the GPU itself is missing (it raises a bare location).
+NO_ADAPTER = re.compile(r"No adapters found|Couldn't load Vulkan|Failed to initialize WebGPU environment"
+                        r"|Failed to get or create delegate WebGPU", re.I)
+
+
+def gpu_failure(held: HeldOutput) -> str | None:
+    """Why LiteRT's GPU accelerator could not start, from what it wrote to stderr (None: not a GPU problem)."""
+    lines = [line.strip() for line in held.text.splitlines() if NO_ADAPTER.search(line)]
+    if not lines:
+        return None
+    detail = next((line for line in lines if "No adapters found" in line), lines[0])
+    detail = detail.split("] ", 1)[-1]
+    return f"no GPU: LiteRT's GPU accelerator (WebGPU over Vulkan) could not start: {one_line(detail, 160)}"
+
+
+DYNAMIC_SHAPES = "only supports static-sized tensors"
+BENIGN = ("NPU accelerator could not be loaded", "Logging before InitGoogle", "compiler_plugin")
+
+
+def _litert_error(exc: BaseException, held: HeldOutput) -> str:
+    """The message of a failed GPU compile: LiteRT's exception holds little more than source locations;
+    what it wrote to stderr says why."""
+    if DYNAMIC_SHAPES in held.text:
+        return ("the GPU takes static shapes only and this model has a dynamic batch; export it with "
+                "`unet-export tflite --static-batch 1`")
+    said = [line.strip() for line in held.text.splitlines()
+            if line.strip().startswith(("ERROR", "E0", "WARNING")) and not any(b in line for b in BENIGN)]
+    useful = [line.split("] ", 1)[-1] for line in said if "Source Location" not in line]
+    text = " ".join(str(exc).split())
+    return one_line(useful[-1] if useful else text, 200)
 
 
 def _quantization(details: dict) -> tuple[float, int]:
@@ -81,32 +123,74 @@ class LiteRTRuntime(Runtime):
         self._base_batch = 1
         self._resizable = True
         self._delegate_name: str | None = None
+        self._compiled = None  # the GPU route: (CompiledModel, input buffers, output buffers)
+        self._fully_accelerated: bool | None = None
 
     # -- loading ---------------------------------------------------------------------------------------
     def _gpu_delegate(self):
-        """A freshly loaded GPU delegate (one per interpreter), or RuntimeUnavailable saying what was tried."""
+        """The classic GPU delegate the user named in $UNET_LITERT_GPU_DELEGATE, freshly loaded per interpreter."""
         from ai_edge_litert.interpreter import load_delegate
 
-        candidates = GPU_DELEGATES.get(sys.platform, GPU_DELEGATES["linux"])
-        names = [self._delegate_name] if self._delegate_name else list(candidates)
-        problems: dict[str, list[str]] = {}
-        for library in names:
+        library = os.environ[DELEGATE_ENV]
+        try:
+            ctypes.CDLL(library)  # probe first: a failed load_delegate leaves a noisy half-built Delegate
+            delegate = load_delegate(library)
+        except (ValueError, OSError, RuntimeError) as exc:
+            reason = one_line(exc, 160).removeprefix(f"{library}: ")
+            raise RuntimeUnavailable(f"no GPU: the GPU delegate {library} (${DELEGATE_ENV}) did not load: "
+                                     f"{reason}") from exc
+        self._delegate_name = library
+        return delegate
+
+    def _compile_gpu(self) -> None:
+        """LiteRT's CompiledModel on the GPU (see the module docstring); RuntimeUnavailable says why not."""
+        if module_missing("ai_edge_litert.compiled_model"):
+            raise RuntimeUnavailable(f"no GPU: ai-edge-litert {self.version()} has no CompiledModel API "
+                                     "(its GPU route needs ai-edge-litert>=2.0)")
+        if sys.platform.startswith("linux"):
             try:
-                ctypes.CDLL(library)  # probe first: a failed load_delegate leaves a noisy half-built Delegate
-                delegate = load_delegate(library)
-            except (ValueError, OSError, RuntimeError) as exc:
-                reason = one_line(exc, 120).removeprefix(f"{library}: ")
-                problems.setdefault(reason, []).append(library)
-                continue
-            self._delegate_name = library
-            return delegate
-        tried = "; ".join(f"{', '.join(libraries)}: {reason}" for reason, libraries in problems.items())
-        raise RuntimeUnavailable(f"no GPU: no LiteRT GPU delegate could be loaded ({tried})")
+                ctypes.CDLL(VULKAN_LOADER)
+            except OSError:
+                raise RuntimeUnavailable(f"no GPU: LiteRT's GPU accelerator runs WebGPU over Vulkan and the Vulkan "
+                                         f"loader ({VULKAN_LOADER}) is not installed (apt install libvulkan1)") from None
+        from ai_edge_litert.compiled_model import (
+            CompiledModel,
+            CpuOptions,
+            GpuOptions,
+            HardwareAccelerator,
+            Options,
+        )
+
+        enforce_f32 = os.environ.get(FP32_ENV, "") == "1"
+        attempts = [HardwareAccelerator.GPU, HardwareAccelerator.GPU | HardwareAccelerator.CPU]
+        failures = []
+        for accelerators in attempts:
+            options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=self.threads),
+                              gpu_options=GpuOptions(enforce_f32=enforce_f32))
+            with held_stderr() as held:
+                try:
+                    model = CompiledModel.from_file(str(self.path), options=options)
+                    inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
+                except RuntimeError as exc:
+                    error = exc
+                else:
+                    error = None
+            if error is None:
+                self._compiled = (model, inputs, outputs)
+                self._fully_accelerated = bool(model.is_fully_accelerated()) and accelerators == attempts[0]
+                self._providers = [f"gpu (LiteRT CompiledModel, WebGPU{'' if self._fully_accelerated else ' + CPU fallback'})"]
+                self._precision = "fp32 (enforce_f32)" if enforce_f32 else "fp16 (LiteRT GPU default)"
+                return
+            missing_gpu = gpu_failure(held)
+            if missing_gpu:
+                raise RuntimeUnavailable(missing_gpu) from error
+            failures.append(_litert_error(error, held))
+        raise ModelLoadError(f"{self.path.name}: LiteRT could not compile it for the GPU: {failures[-1]}")
 
     def _new_interpreter(self):
         from ai_edge_litert.interpreter import Interpreter
 
-        delegates = [self._gpu_delegate()] if self.device == "gpu" else None
+        delegates = [self._gpu_delegate()] if self.device == "gpu" and os.environ.get(DELEGATE_ENV) else None
         try:
             return Interpreter(model_path=str(self.path), num_threads=self.threads,
                                experimental_delegates=delegates)
@@ -118,8 +202,8 @@ class LiteRTRuntime(Runtime):
         if self.threads is None:
             self.threads = default_threads()
         self._interpreters.clear()
-        self._delegate_name = None
-        interpreter = self._new_interpreter()
+        self._delegate_name, self._compiled, self._fully_accelerated = None, None, None
+        interpreter = self._new_interpreter()  # on the GPU route too: it reads the I/O types and quantization
         try:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -140,10 +224,14 @@ class LiteRTRuntime(Runtime):
         self._resizable = int(inp["shape_signature"][0]) == -1 or len(inp["shape_signature"]) == 0
         self._interpreters[self._base_batch] = interpreter
         self._precision = _model_precision(interpreter)
-        ops = {op.get("op_name") for op in interpreter._get_ops_details()}
+        ops = [op.get("op_name") for op in interpreter._get_ops_details()]
         delegated = "DELEGATE" in ops
-        if self.device == "gpu":
-            self._providers = [f"gpu ({self._delegate_name})" if delegated else "cpu (gpu delegate took no ops)"]
+        if self.device == "gpu" and self._delegate_name:
+            self._fully_accelerated = set(ops) == {"DELEGATE"}
+            self._providers = [f"gpu (delegate {self._delegate_name})" if delegated else "cpu (gpu delegate took no ops)"]
+        elif self.device == "gpu":
+            self._interpreters.clear()
+            self._compile_gpu()
         else:
             self._providers = ["xnnpack" if delegated else "builtin"]
 
@@ -164,12 +252,30 @@ class LiteRTRuntime(Runtime):
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
+    def _run_gpu(self, data: np.ndarray) -> np.ndarray:
+        """The compiled GPU model, one frame-batch of its own size at a time."""
+        model, inputs, outputs = self._compiled
+        signature = model.get_signature_list()
+        out = next(iter(model.get_output_tensor_details(next(iter(signature))).values()))
+        shape, dtype = list(out["shape"]), np.dtype(out["dtype"])
+        step, results = self._base_batch, []
+        for start in range(0, len(data), step):
+            chunk = data[start:start + step]
+            if len(chunk) < step:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
+            inputs[0].write(np.ascontiguousarray(chunk))
+            model.run_by_index(0, inputs, outputs)
+            results.append(outputs[0].read(int(np.prod(shape)), dtype).reshape(shape))
+        return np.concatenate(results)[:len(data)]
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._require_loaded()
         images = check_images(images)
         data = quantize_input(images, self._input["dtype"], self._input["scale"], self._input["zero_point"])
         batch = len(data)
-        if batch == self._base_batch:
+        if self._compiled is not None:
+            raw = self._run_gpu(data)
+        elif batch == self._base_batch:
             raw = self._run(self._interpreters[batch], data)
         elif self._resizable:
             try:
@@ -188,4 +294,9 @@ class LiteRTRuntime(Runtime):
         return decode_output(raw, self._output["scale"], self._output["zero_point"])
 
     def details(self) -> dict:
-        return {"batch_resizable": self._resizable, "cached_batches": sorted(self._interpreters)}
+        if self._compiled is not None:
+            return {"batch_resizable": False, "fully_accelerated": self._fully_accelerated}
+        facts = {"batch_resizable": self._resizable, "cached_batches": sorted(self._interpreters)}
+        if self._fully_accelerated is not None:
+            facts["fully_accelerated"] = self._fully_accelerated
+        return facts

@@ -162,7 +162,9 @@ class OpenVINORuntime(Runtime):
         core = ov.Core()
         self._ov_device = "GPU" if device == "gpu" else "CPU"
         if self._ov_device not in core.available_devices:
-            raise RuntimeUnavailable(f"no {device.upper()}: OpenVINO devices are {core.available_devices}")
+            seen = ", ".join(core.available_devices) or "none"
+            why = " (its GPU plugin drives Intel GPUs, through OpenCL)" if device == "gpu" else ""
+            raise RuntimeUnavailable(f"no {device.upper()}: OpenVINO sees {seen}{why}")
         try:
             model = core.read_model(str(path))
         except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line, source-located message
