@@ -12,7 +12,7 @@ SEED_PARAMETERS = 8_640_471
 
 def conv_block(inputs, n_filters: int = 32, dropout_prob: float = 0.0, max_pooling: bool = True):
     """Two 3×3 ReLU convs, optional dropout, optional 2×2 max-pool; returns (next, skip)."""
-    from tensorflow import keras
+    import keras
 
     conv = keras.layers.Conv2D(n_filters, 3, activation="relu", padding="same",
                                kernel_initializer="he_normal")(inputs)
@@ -26,7 +26,7 @@ def conv_block(inputs, n_filters: int = 32, dropout_prob: float = 0.0, max_pooli
 
 def upsampling_block(expansive_input, contractive_input, n_filters: int = 32):
     """3×3 stride-2 transposed conv, concat with the skip (channel axis), two 3×3 ReLU convs."""
-    from tensorflow import keras
+    import keras
 
     up = keras.layers.Conv2DTranspose(n_filters, 3, strides=2, padding="same")(expansive_input)
     merge = keras.layers.concatenate([up, contractive_input], axis=3)
@@ -57,7 +57,7 @@ def build_unet(
     dropout: float = 0.3,
 ) -> keras.Model:
     """The seed's ``unet_model``: same layers, order, kernels and initialisers; logits, no softmax."""
-    from tensorflow import keras
+    import keras
 
     input_size = check_input_size(tuple(input_size))
     inputs = keras.Input(input_size)
@@ -74,5 +74,26 @@ def build_unet(
 
     conv9 = keras.layers.Conv2D(n_filters, 3, activation="relu", padding="same",
                                 kernel_initializer="he_normal")(ublock9)
-    conv10 = keras.layers.Conv2D(n_classes, 1, padding="same")(conv9)
+    # The classifier stays float32 under a mixed-precision policy: logits and the loss in float32.
+    conv10 = keras.layers.Conv2D(n_classes, 1, padding="same", dtype="float32")(conv9)
     return keras.Model(inputs=inputs, outputs=conv10, name="unet")
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def as_float32(model):
+    """``model`` itself if every layer computes in float32; else the same graph and weights with float32
+    layers (a model trained under a mixed-precision policy keeps float32 variables, so nothing is lost):
+    exports and their reference are always float32."""
+    import keras
+
+    if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in model.layers):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        if "dtype" in layer.get("config", {}):
+            layer["config"]["dtype"] = "float32"
+    clone = keras.Model.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone

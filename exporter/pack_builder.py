@@ -5,6 +5,7 @@ The format itself (and how a device opens it) is ``exporter.contracts.pack``.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,28 +30,54 @@ def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int 
                      val.stems[:frames])
 
 
+def inference_copy(model_path: Path, out_dir: Path) -> Path:
+    """``model.keras`` without its optimizer state, in ``out_dir``: the weights a device runs (the seed model:
+    35 MB instead of 104 MB with Adam's two moments)."""
+    import keras
+
+    from exporter.model import as_float32
+
+    model = as_float32(keras.saving.load_model(str(model_path), compile=False, safe_mode=True))
+    out = out_dir / model_path.name
+    model.save(out)
+    return out
+
+
 def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path, frames: int = DEFAULT_EVAL_FRAMES,
                include_keras: bool = False, seed: int = 0, log: Callable[[str], None] | None = None,
-               context=None, warn: Callable[[str], None] | None = None) -> Path:
+               context=None, warn: Callable[[str], None] | None = None, only: tuple[str, ...] | None = None) -> Path:
     """Write FILE.pack from a run folder; every artifact's sha256 must still match the manifest.
 
     ``warn`` (default: ``log``) hears about manifest entries left out (file gone, or exported from an earlier
-    model). ``include_keras``: also carry model.keras (104 MB for the seed model), only useful where TensorFlow is
-    installed; the Keras reference outputs every row is judged against are in the pack either way.
+    model). ``include_keras``: also carry model.keras (without optimizer state: 35 MB for the seed model), for
+    a device with TensorFlow or JAX; the Keras reference outputs every row is judged against are in the pack
+    either way. ``only``: the artifact file names to carry (default: every current one).
     """
     run = RunDir(run_dir)
     if not run.model.is_file():
         raise UserError(f"{run.path}: no model.keras (is this a run folder?)")
+    current = run.current_artifacts(warn=warn or log)
+    if only is not None:
+        known = [run.resolve(e.path).name for e in current] + (["model.keras"] if include_keras else [])
+        unknown = [name for name in only if name not in known]
+        if unknown:
+            raise UserError(f"{run.path}: no artifact {', '.join(unknown)} to pack (known: {', '.join(known)})")
+        current = [e for e in current if run.resolve(e.path).name in only]
+        include_keras = include_keras and "model.keras" in only
     eval_path = write_eval(run, data_dir, frames, seed, log, context)
-    artifacts: list[tuple[Path, ArtifactEntry]] = [(run.model, keras_entry(run))] if include_keras else []
-    for entry in run.current_artifacts(warn=warn or log):
-        path = run.resolve(entry.path)
-        if sha256_file(path) != entry.sha256:
-            raise UserError(f"{path}: changed since it was exported (sha256 differs from the manifest)")
-        artifacts.append((path, entry))
-    if len(artifacts) == int(include_keras):
-        raise UserError(f"{run.path}: no exported artifacts in manifest.json; run `unet-export tflite` first")
-    names = [p.name for p, _ in artifacts]
-    if len(set(names)) != len(names):
-        raise UserError(f"{run.path}: two artifacts share a file name; packs need unique names")
-    return write_pack(out, artifacts, eval_path, run.class_names(), eval_frames=frames)
+    with tempfile.TemporaryDirectory(prefix="unet-pack-") as scratch:
+        artifacts: list[tuple[Path, ArtifactEntry]] = []
+        if include_keras:
+            copy = inference_copy(run.model, Path(scratch))
+            artifacts.append((copy, keras_entry(run, copy)))
+        for entry in current:
+            path = run.resolve(entry.path)
+            if sha256_file(path) != entry.sha256:
+                raise UserError(f"{path}: changed since it was exported (sha256 differs from the manifest)")
+            artifacts.append((path, entry))
+        if not artifacts or (only is None and len(artifacts) == int(include_keras)):
+            raise UserError(f"{run.path}: no exported artifacts in manifest.json; run `unet-export tflite` first")
+        names = [p.name for p, _ in artifacts]
+        if len(set(names)) != len(names):
+            raise UserError(f"{run.path}: two artifacts share a file name; packs need unique names")
+        return write_pack(out, artifacts, eval_path, run.class_names(), eval_frames=frames)

@@ -6,6 +6,7 @@ import csv
 import io
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from exporter.classes import class_names
 from exporter.contracts import checks
 from exporter.contracts.checks import ContractError
 from exporter.contracts.rundir import RunDir
+from exporter.distributed import Distribution
 from exporter.errors import UserError
 from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
 
@@ -44,11 +46,18 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_epochs: float = 0.0
     jit_compile: bool = False  # XLA for the train step
+    # Keras dtype policy: float32, mixed_float16 or mixed_bfloat16 (float32 variables, the classifier and the
+    # loss in float32 either way; model.keras is exported as float32)
+    precision: str = "float32"
     # When to stop before `epochs` (not part of a run's identity: a resume may change them)
     target_miou: float | None = None   # stop after the first epoch whose validation mIoU reaches it
     time_budget: float | None = None   # seconds: stop when the next epoch would not fit
 
     def __post_init__(self) -> None:
+        from exporter.model import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise UserError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.warmup_epochs < 0 or (self.target_miou is not None and not 0 < self.target_miou <= 1) or \
@@ -68,7 +77,8 @@ class TrainConfig:
         did not record count as their defaults."""
         if not isinstance(stored, dict):
             return False
-        defaults = {name: getattr(TrainConfig, name) for name in ("lr_schedule", "warmup_epochs", "jit_compile")}
+        defaults = {name: getattr(TrainConfig, name) for name in ("lr_schedule", "warmup_epochs", "jit_compile",
+                                                                   "precision")}
         return {**defaults, **stored} == self.identity()
 
 
@@ -153,19 +163,21 @@ def epoch_line(row: dict, epochs: int) -> str:
             f"mIoU {row['val_miou']:.4f}  |  {row['epoch_seconds']:.0f}s, {row['images_per_second']:.1f} frames/s")
 
 
-def evaluate(model, images: np.ndarray, masks: np.ndarray, n_classes: int, batch_size: int = 16) -> dict:
-    """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model, numpy scoring."""
+def evaluate(model, batches, n_classes: int) -> dict:
+    """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model over ``batches`` of
+    (images, masks) — a streamed data set or in-memory arrays — scored in numpy, batch by batch."""
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    loss_sum = 0.0
-    for start in range(0, len(images), batch_size):
-        logits = np.asarray(model(images[start:start + batch_size], training=False), dtype=np.float64)
-        labels = masks[start:start + batch_size].astype(np.int64)
+    loss_sum, pixels = 0.0, 0
+    for images, masks in batches:
+        logits = np.asarray(model(np.asarray(images), training=False), dtype=np.float64)
+        labels = np.asarray(masks).astype(np.int64)
+        pixels += labels.size
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         loss_sum += -np.take_along_axis(log_probs, labels[..., None], axis=-1).sum()
         confusion += metrics.confusion_matrix(labels, logits.argmax(-1), n_classes)
     return {
-        "val_loss": loss_sum / max(1, masks.size),
+        "val_loss": loss_sum / max(1, pixels),
         "val_pixel_accuracy": metrics.pixel_accuracy(confusion),
         "val_miou": metrics.mean_iou(confusion),
     }
@@ -320,14 +332,22 @@ def train(
     skip_bad: bool = False,
     log: Callable[[str], None] | None = print,
     verbose: int = 2,
+    distribution: Distribution | None = None,
 ) -> TrainResult:
     """Train on a CARLA-layout folder; write model.keras (best val mIoU), config.json, history.csv, curves.
 
     ``log`` hears one labelled line per epoch (``epoch_line``); ``verbose``: 1 a progress bar within each
     epoch redrawn in place (a terminal), 2 a progress line every ``PROGRESS_LINE_SECONDS`` (a log), 0 none.
+    ``distribution``: data-parallel over devices and processes (``exporter.distributed``); only its chief
+    writes the run folder.
     """
-    from exporter.data.carla import load_frames, split_indices, tf_dataset
+    from exporter import distributed
+    from exporter.data.carla import split_indices
+    from exporter.data.index import index_dataset, stream_dataset
 
+    distribution = distribution or Distribution()
+    distributed.choose_backend(distribution)
+    writer = distribution.chief
     config = config or TrainConfig()
     log_enabled = log is not None
     log = _progress(log)
@@ -345,21 +365,32 @@ def train(
         if not config.same_run(state.get("config")):
             raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
 
-    frames = load_frames(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
-                         warn=lambda m: log(f"warning: skipped {m}"))
+    # Checked once (every frame decoded, in parallel; reused from DATA_DIR/.unet-index.json when the files
+    # are unchanged), then streamed from disk: nothing holds the data set in memory.
+    started = time.perf_counter()
+    frames = index_dataset(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
+                           warn=lambda m: log(f"warning: skipped {m}"))
+    log(f"data: {len(frames)} frames " + ("(the stored check: files unchanged)" if frames.reused else
+                                         f"checked in {time.perf_counter() - started:.1f}s"))
     if frames.skipped:
         log(f"skipped {len(frames.skipped)} bad file(s)")
     train_idx, val_idx = split_indices(len(frames), config.val_split, config.seed)
-    train_frames, val_frames = frames.subset(train_idx), frames.subset(val_idx)
+    val_stems = [frames.stems[i] for i in val_idx]
 
-    from exporter.tf_quiet import announce
+    if distribution.active:
+        import keras
 
-    announce(log)
+        _, where = distributed.start(distribution, config.batch_size)
+        log(f"training on Keras {keras.__version__} / {keras.backend.backend()}: {where}")
+    else:
+        from exporter.tf_quiet import announce
+
+        announce(log)
     import keras
 
     from exporter.model import build_unet
 
-    steps = -(-len(train_frames) // config.batch_size)
+    steps = -(-len(train_idx) // config.batch_size)
     if state is not None:
         last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
         try:
@@ -369,7 +400,11 @@ def train(
         log(f"resuming {run.path} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
     else:
         keras.utils.set_random_seed(config.seed)
-        model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
+        keras.mixed_precision.set_global_policy(config.precision)
+        try:
+            model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
+        finally:  # the layers keep their policy; nothing built later in this process inherits it
+            keras.mixed_precision.set_global_policy("float32")
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate_schedule(config, steps)),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -380,35 +415,52 @@ def train(
                  "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
     run_config = {
         **asdict(config), "input_size": list(config.input_size), "data_dir": str(Path(data_dir).resolve()),
-        "class_names": class_names(config.n_classes), "n_train": len(train_frames), "n_val": len(val_frames),
-        "parameters": int(model.count_params()), "val_stems": val_frames.stems,
+        "class_names": class_names(config.n_classes), "n_train": len(train_idx), "n_val": len(val_idx),
+        "parameters": int(model.count_params()), "val_stems": val_stems,
     }
-    if state["epoch"]:
+    if state["epoch"] and writer:
         _sync(state, run, run_config, heal=True)  # a kill between the last commit and its sync is healed here
-    elif overwrite:
+    elif overwrite and writer:
         _forget_previous_run(checkpoints)
-    log(f"training on {len(train_frames)} frames, validating on {len(val_frames)}; "
+    scorer = model
+    if distribution.active:  # every worker scores the validation frames alone, on a local copy of the weights
+        with distributed.local_scope():
+            keras.mixed_precision.set_global_policy(config.precision)
+            try:
+                scorer = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
+            finally:
+                keras.mixed_precision.set_global_policy("float32")
+    log(f"training on {len(train_idx)} frames, validating on {len(val_idx)}; "
         f"{model.count_params():,} parameters")
 
     def commit(epoch: int, logs: dict, seconds: float) -> None:
         """Score the epoch on the validation frames, save its checkpoint, commit, bring the run in line."""
         nonlocal state
-        scores = evaluate(model, val_frames.images, val_frames.masks, config.n_classes, config.batch_size)
+        if scorer is not model:
+            scorer.set_weights(model.get_weights())
+        scores = evaluate(scorer, val_ds, config.n_classes)
         row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "pixel_accuracy": float(logs["pixel_accuracy"]),
-               **scores, "epoch_seconds": seconds, "images_per_second": len(train_frames) / seconds}
+               **scores, "epoch_seconds": seconds, "images_per_second": len(train_idx) / seconds}
         log(epoch_line(row, config.epochs))
         # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
         # (the commit point); only after it are config.json, model.keras and history.csv brought in line.
         # A kill before the commit leaves the previous epoch's state; a kill after it, before the sync
         # ends, leaves model.keras at the previous best (a whole, loadable file) until --resume syncs it.
         name = f"epoch_{epoch + 1:04d}.keras"
-        save_keras_atomic(model, checkpoints / name)
+        if writer:
+            save_keras_atomic(model, checkpoints / name)
+        elif distribution.active:  # saving gathers the weights from every process: all take part, one keeps it
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="unet-worker-") as scratch:
+                model.save(Path(scratch) / name)
         state = {**state, "history": [*state["history"], row], "epoch": epoch + 1, "last_checkpoint": name}
         if row["val_miou"] > state["best_val_miou"]:
             state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
                          best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
-        write_json_atomic(state_path, state)
-        _sync(state, run, run_config)
+        if writer:  # the chief alone writes: every worker holds the same state in memory
+            write_json_atomic(state_path, state)
+            _sync(state, run, run_config)
         stopping.after_epoch(row, model)
 
     progress = EpochProgress(steps, config.epochs, config.batch_size, verbose if log_enabled else 0, log)
@@ -427,11 +479,13 @@ def train(
             progress.end()
             commit(epoch, logs or {}, seconds)
 
+    val_ds = stream_dataset(frames, val_idx, config.batch_size, shuffle=False)
     stopping = _Stopping(config, log)
     if state["epoch"] < config.epochs and not stopping.reached(state["best_val_miou"]):
         # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
         # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
-        train_ds = tf_dataset(train_frames, config.batch_size, shuffle=True, seed=config.seed).repeat()
+        train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # Keras' own default, on JAX
         model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
                   verbose=0, shuffle=False, callbacks=[EpochCommit()])
 

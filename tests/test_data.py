@@ -4,7 +4,8 @@ from click.testing import CliRunner
 
 from conftest import write_carla
 from exporter.cli.main import cli
-from exporter.data.carla import load_frames, split_indices, tf_dataset
+from exporter.data.carla import load_frames, split_indices
+from exporter.data.index import INDEX_FILE, index_dataset, stream_dataset
 from exporter.errors import UserError
 
 
@@ -40,12 +41,56 @@ def test_split_is_deterministic_and_disjoint():
     assert not np.array_equal(split_indices(100, 0.2, seed=4)[1], val_a)
 
 
-def test_tf_dataset_batches_all_frames(good_dir):
-    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
-    batches = list(tf_dataset(frames, batch_size=4, shuffle=True, seed=0))
+def test_streamed_frames_are_the_frames_the_reader_loads(tmp_path, good_dir):
+    # at the model's size: byte-identical (PNG is lossless, nothing is resized)
+    images, masks = _scene(6, 32, 32, seed=2)
+    exact = write_carla(tmp_path / "exact", images, masks, gb_noise=True)
+    index = index_dataset(exact, size=(32, 32), n_classes=5)
+    frames = load_frames(exact, size=(32, 32), n_classes=5)
+    batches = list(stream_dataset(index, range(len(index)), batch_size=4, shuffle=False))
     assert [b[0].shape[0] for b in batches] == [4, 2]
-    assert sorted(np.concatenate([b[1].numpy() for b in batches]).sum(axis=(1, 2))) == sorted(
-        frames.masks.sum(axis=(1, 2)))
+    assert np.array_equal(np.concatenate([b[0].numpy() for b in batches]), frames.images)
+    assert np.array_equal(np.concatenate([b[1].numpy() for b in batches]), frames.masks)
+    # resized: the same class ids (nearest), the same picture within a few grey levels (antialiased bilinear)
+    index = index_dataset(good_dir, size=(32, 32), n_classes=5)
+    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    streamed = list(stream_dataset(index, range(len(index)), batch_size=6, shuffle=True, seed=0))[0]
+    order = np.argsort([m.sum() for m in streamed[1].numpy()], kind="stable")
+    expect = np.argsort([m.sum() for m in frames.masks], kind="stable")
+    assert np.mean(streamed[1].numpy()[order] == frames.masks[expect]) > 0.97
+    assert np.abs(streamed[0].numpy()[order] - frames.images[expect]).mean() < 4 / 255
+
+
+def test_the_check_is_kept_beside_the_data_and_redone_when_a_file_changes(good_dir):
+    first = index_dataset(good_dir, size=(32, 32), n_classes=5)
+    assert not first.reused and (good_dir / INDEX_FILE).is_file()
+    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    expected = np.stack([np.bincount(m.ravel(), minlength=5) for m in frames.masks])
+    assert np.array_equal(first.histograms, expected) and first.stems == tuple(frames.stems)
+    again = index_dataset(good_dir, size=(32, 32), n_classes=5)
+    assert again.reused and np.array_equal(again.histograms, first.histograms)
+    assert not index_dataset(good_dir, size=(16, 16), n_classes=5).reused  # other settings: checked anew
+    # a file damaged after the check: its size changes, the check runs again and names it
+    (good_dir / "CameraRGB" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    with pytest.raises(UserError, match="0002.png: unreadable image"):
+        index_dataset(good_dir, size=(32, 32), n_classes=5)
+    skipped = index_dataset(good_dir, size=(32, 32), n_classes=5, skip_bad=True)
+    assert len(skipped) == 5 and len(skipped.skipped) == 1
+    result = CliRunner().invoke(cli, ["data", "check", str(good_dir), "--skip-bad", "--n-classes", "5"])
+    assert result.exit_code == 0 and "5 usable frames" in result.output, result.output
+
+
+def test_a_read_only_data_folder_is_checked_every_time(good_dir, monkeypatch):
+    import exporter.data.index as index_module
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(index_module, "write_json_atomic", refuse)
+    said = []
+    index = index_dataset(good_dir, size=(32, 32), n_classes=5, warn=said.append)
+    assert len(index) == 6 and not index.reused and not (good_dir / INDEX_FILE).exists()
+    assert said and "cannot keep the data check" in said[0] and "Permission denied" in said[0]
 
 
 def _corrupt_image(d):

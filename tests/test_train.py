@@ -213,3 +213,28 @@ def test_time_budget_stops_before_an_epoch_that_would_not_fit(tmp_path, synth_di
 
     result = train(synth_dir, tmp_path / "run", replace(TINY, epochs=5, time_budget=0.001), log=None, verbose=0)
     assert len(result.history) == 1 and result.stopped.startswith("--time-budget 0.001s")
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_reports_and_exports_float32(tmp_path, synth_dir, precision):
+    from dataclasses import replace
+
+    import keras
+
+    from exporter.export.api import ExportContext
+
+    run = tmp_path / "run"
+    result = train(synth_dir, run, replace(TINY, precision=precision), log=None, verbose=0)
+    assert np.isfinite(result.history[0]["loss"]) and np.isfinite(result.best_val_miou)
+    assert json.loads((run / "config.json").read_text())["precision"] == precision
+    model = keras.saving.load_model(run / "model.keras", compile=False)
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers if layer.weights}
+    head = model.layers[-1].name
+    assert policies.pop(head) == "float32" and set(policies.values()) == {precision}  # logits stay float32
+    assert keras.mixed_precision.global_policy().name == "float32"  # nothing else in the process inherits it
+    context = ExportContext.open(run / "model.keras", synth_dir, validation_samples=4, log=None)
+    assert all(layer.dtype_policy.name == "float32" for layer in context.model.layers)
+    assert context.reference_logits.dtype == np.float32
+    assert TrainConfig(precision="float32").same_run(TrainConfig().identity())
+    with pytest.raises(UserError, match="--precision"):
+        TrainConfig(precision="float8")

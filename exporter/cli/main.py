@@ -61,13 +61,14 @@ def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_
     import numpy as np
 
     from exporter.classes import class_names
-    from exporter.data.carla import load_frames
+    from exporter.data.index import INDEX_FILE, index_dataset
 
-    frames = load_frames(data_dir, tuple(input_size), n_classes, skip_bad=skip_bad, warn=warn)
-    counts = np.bincount(frames.masks.ravel(), minlength=n_classes)
+    frames = index_dataset(data_dir, tuple(input_size), n_classes, skip_bad=skip_bad, warn=warn)
+    counts = frames.class_pixels()
     names = class_names(n_classes)
     present = ", ".join(f"{names[i]} {counts[i] / counts.sum():.1%}" for i in np.flatnonzero(counts))
-    echo(f"{data_dir}: {len(frames)} usable frames; classes: {present}")
+    reused = f" (the check stored in {INDEX_FILE}; the files have not changed)" if frames.reused else ""
+    echo(f"{data_dir}: {len(frames)} usable frames{reused}; classes: {present}")
     if frames.skipped:
         echo(f"skipped {len(frames.skipped)} bad file(s)")
 
@@ -105,6 +106,10 @@ def _model_options(defaults):
                          help="Stop after the first epoch whose validation mIoU reaches this."),
             click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
                          metavar="SECONDS", help="Stop training before an epoch that would not fit in this time."),
+            click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+                         default=None, help="Keras dtype policy for training (the classifier and the loss stay "
+                                            "float32; model.keras exports as float32). mixed_bfloat16 needs a "
+                                            "CPU with AVX-512 bf16/AMX or a GPU to pay off [default: float32]"),
         ]):
             func = option(func)
         return func
@@ -122,21 +127,36 @@ def _model_options(defaults):
 @click.option("--resume", is_flag=True, help="Continue a run from its last completed epoch.")
 @click.option("--force", is_flag=True, help="Start over in a folder that already holds a run.")
 @click.option("--skip-bad", is_flag=True, help="Skip bad frames with a warning instead of stopping.")
+@click.option("--strategy", type=click.Choice(["none", "data-parallel"]), default="none", show_default=True,
+              help="data-parallel: every GPU (device) JAX sees, and every worker process, on Keras' JAX backend; "
+                   "--batch-size is then the global batch. docs: README, 'Training on several GPUs or hosts'.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes in all (one per host) [default: $KERAS_DISTRIBUTION_NUM_PROCESSES or 1].")
+@click.option("--worker-index", type=click.IntRange(min=0), default=None,
+              help="This worker's index; 0 is the chief, which writes the run folder "
+                   "[default: $KERAS_DISTRIBUTION_PROCESS_ID or 0].")
+@click.option("--coordinator", default=None, metavar="HOST:PORT",
+              help="Worker 0's address, the same on every worker [default: $KERAS_DISTRIBUTION_JOB_ADDRESSES].")
 @handle_errors
 def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes, lr_schedule,
-          warmup_epochs, target_miou, time_budget, dropout, val_split, seed, resume, force, skip_bad) -> None:
+          warmup_epochs, target_miou, time_budget, precision, dropout, val_split, seed, resume, force,
+          skip_bad, strategy, workers, worker_index, coordinator) -> None:
     """Train the seed U-Net; writes model.keras (best val mIoU), config.json, history.csv, curves."""
+    from exporter.distributed import Distribution
     from exporter.train import train as run_training
+
+    distribution = Distribution.from_environment(strategy, workers, worker_index, coordinator)
 
     config = _training(TrainConfig(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, dropout=dropout,
                        val_split=val_split, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                       target_miou=target_miou, time_budget=time_budget)
+                       target_miou=target_miou, time_budget=time_budget, precision=precision)
     result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
-                          log=echo, verbose=1 if os.isatty(1) else 2)
+                          log=echo, verbose=1 if os.isatty(1) else 2, distribution=distribution)
+    where = Path(result.model_path) if distribution.chief else f"written by worker 0 to {Path(result.model_path)}"
     echo(f"best epoch {result.best_epoch}: val mIoU {result.best_val_miou:.4f}, "
          f"val pixel accuracy {result.best_val_pixel_accuracy:.4f}; "
-         f"{result.images_per_second:.1f} train images/s → {Path(result.model_path)}")
+         f"{result.images_per_second:.1f} train images/s → {where}")
 
 
 def _training(defaults, **given):
@@ -212,13 +232,17 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
 @click.option("--no-metadata", is_flag=True, help="Skip the embedded TFLite metadata (labels, normalisation).")
+@click.option("--static-batch", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Fix the batch to N (e.g. 1) so every tensor has a static shape: LiteRT's GPU accelerator and "
+                   "GPU delegates refuse the default dynamic batch. Adds _bN to the file name.")
 @_fallback_options
 @handle_errors
 def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-           min_agreement, quantize, io, float_head, argmax, no_metadata, auto_fallback, max_float_layers) -> None:
+           min_agreement, quantize, io, float_head, argmax, no_metadata, static_batch, auto_fallback,
+           max_float_layers) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
     _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax, float_head=float_head,
-                 metadata=not no_metadata), model_path, data_dir, out, seed, calibration_samples, validation_samples,
+                 metadata=not no_metadata, static_batch=static_batch), model_path, data_dir, out, seed, calibration_samples, validation_samples,
             max_miou_drop, min_agreement, auto_fallback, max_float_layers)
 
 
@@ -286,16 +310,20 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
 @click.option("--frames", default=24, show_default=True, type=click.IntRange(min=1),
               help="Held-out evaluation frames to include.")
 @click.option("--with-keras/--no-keras", default=False, show_default=True,
-              help="Also carry model.keras, for a device with TensorFlow that should bench a Keras row too. "
-                   "Not needed for drift: the Keras reference outputs are always in the pack.")
+              help="Also carry model.keras (without optimizer state), for a device with TensorFlow or JAX "
+                   "(KERAS_BACKEND=jax) that should bench a Keras row too. Not needed for drift: the Keras "
+                   "reference outputs are always in the pack.")
+@click.option("--artifacts", "only", default=None, metavar="NAME[,NAME...]",
+              help="Carry only these artifact files (e.g. unet_fp32.tflite,model.keras); default: every one.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
-def pack(run_dir, data_dir, out, frames, with_keras, seed) -> None:
+def pack(run_dir, data_dir, out, frames, with_keras, only, seed) -> None:
     """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
     from exporter.pack_builder import build_pack
 
+    names = None if only is None else tuple(n.strip() for n in only.split(",") if n.strip())
     path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=with_keras, seed=seed, log=echo,
-                      warn=warn)
+                      warn=warn, only=names)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
 
 
@@ -335,7 +363,7 @@ def prune(run_dir, dry_run) -> None:
               help="Export and bench every mode (adds fp16 TFLite and full-int8 ONNX to the demo's six).")
 @handle_errors
 def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
-             lr_schedule, warmup_epochs, target_miou, time_budget, calibration_samples, validation_samples,
+             lr_schedule, warmup_epochs, target_miou, time_budget, precision, calibration_samples, validation_samples,
              eval_frames, runtimes, min_runs, min_seconds, seed, force, all_exports) -> None:
     """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
     from dataclasses import replace
@@ -345,7 +373,7 @@ def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, 
     training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,
                          lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, target_miou=target_miou,
-                         time_budget=time_budget)
+                         time_budget=time_budget, precision=precision)
     bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
                     min_runs=min_runs, min_seconds=min_seconds)
     options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,

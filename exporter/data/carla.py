@@ -83,10 +83,14 @@ def load_frame(
     image_path: Path, mask_path: Path, size: tuple[int, int], n_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """One (image float32 H×W×3 in [0,1], mask uint8 H×W) pair, resized to ``size`` = (H, W)."""
+    return frame_arrays(read_image(image_path), read_image(mask_path), mask_path, size, n_classes)
+
+
+def frame_arrays(image, mask, mask_path: Path, size: tuple[int, int], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decoded PIL image and mask → the checked, resized arrays of ``load_frame``."""
     from PIL import Image
 
     height, width = size
-    image, mask = read_image(image_path), read_image(mask_path)
     if image.size != mask.size:
         raise UserError(
             f"{mask_path}: mask is {mask.size[1]}x{mask.size[0]} (HxW) but its image is {image.size[1]}x{image.size[0]}"
@@ -148,13 +152,3 @@ def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.n
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(max(1, round(n * val_split)), n - 1)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def tf_dataset(frames: Frames, batch_size: int, shuffle: bool, seed: int = 0):
-    """A tf.data pipeline over in-memory frames: cache, shuffle (per epoch), batch, prefetch."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((frames.images, frames.masks)).cache()
-    if shuffle:
-        ds = ds.shuffle(len(frames), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

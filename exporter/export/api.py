@@ -20,8 +20,9 @@ from exporter.classes import class_names
 from exporter.contracts.manifest import ArtifactEntry, ValidationResult
 from exporter.contracts.rundir import RunDir
 from exporter.data.carla import Frames
+from exporter.data.index import DataIndex
 from exporter.errors import CheckFailed, UserError
-from exporter.export.calibration import CalibrationSet, select_calibration
+from exporter.export.calibration import CalibrationSet, balanced_pick
 from exporter.export.modes import ArtifactFormat, ExportSpec
 from exporter.export.validate import compare_outputs, run_artifact
 from exporter.fileio import atomic_path, check_writable, sha256_file
@@ -64,11 +65,31 @@ def load_keras_model(path: str | Path, log: Callable[[str], None] | None = None)
     announce(log)
     import keras
 
+    from exporter.model import as_float32
+
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return as_float32(keras.saving.load_model(path, compile=False, safe_mode=True))
     except Exception as exc:  # any failure to deserialise is the file's problem; say which
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"{path}: cannot load Keras model ({reason[:200]})") from None
+
+
+@dataclass(frozen=True)
+class CalibrationPool:
+    """The frames calibration may come from (the training side of the split), known by the data check's
+    class histograms: a pick loads only the frames it chose."""
+
+    index: DataIndex
+    positions: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def select(self, count: int, seed: int = 0) -> CalibrationSet:
+        has_class = self.index.has_class[list(self.positions)]
+        chosen, classes, covered = balanced_pick(has_class, count, seed)
+        frames = self.index.load([self.positions[i] for i in chosen])
+        return CalibrationSet(frames.images, tuple(chosen), tuple(classes), tuple(covered))
 
 
 @dataclass
@@ -81,7 +102,7 @@ class ExportContext:
     labels: list[str]
     data_dir: Path
     validation: Frames
-    calibration_pool: Frames
+    calibration_pool: CalibrationPool
     reference_logits: np.ndarray
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
@@ -103,7 +124,8 @@ class ExportContext:
              validation_samples: int = DEFAULT_VALIDATION_SAMPLES, seed: int = 0,
              log: Callable[[str], None] | None = print) -> ExportContext:
         """Load the model and its data: the run's own held-out split when the data is the one it trained on."""
-        from exporter.data.carla import load_frames, split_indices
+        from exporter.data.carla import split_indices
+        from exporter.data.index import index_dataset
 
         model_path = Path(model_path)
         run = RunDir.of_model(model_path)
@@ -116,7 +138,7 @@ class ExportContext:
         data_dir = Path(data_dir)
         input_size = tuple(int(v) for v in model.input_shape[1:3])
         _check_aspect(model_path, input_size, data_dir)
-        frames = load_frames(data_dir, input_size, n_classes)
+        frames = index_dataset(data_dir, input_size, n_classes)  # checked once; only the frames used are loaded
         val_stems = set(config.get("val_stems") or ())
         if val_stems and val_stems <= set(frames.stems):  # the training run's own held-out split
             val_idx = np.array([i for i, s in enumerate(frames.stems) if s in val_stems])
@@ -125,17 +147,18 @@ class ExportContext:
             train_idx, val_idx = split_indices(len(frames), config.get("val_split", 0.15), seed)
         else:
             train_idx = val_idx = np.arange(len(frames))
-        validation = frames.subset(val_idx[:validation_samples])
+        validation = frames.load(val_idx[:validation_samples])
         reference = predict_in_batches(lambda batch: np.asarray(model(batch, training=False)), validation.images)
         return cls(model_path=model_path, model=model, model_sha256=sha256_file(model_path),
                    labels=config.get("class_names") or class_names(n_classes), data_dir=data_dir,
-                   validation=validation, calibration_pool=frames.subset(train_idx if len(train_idx) else val_idx),
+                   validation=validation,
+                   calibration_pool=CalibrationPool(frames, tuple(int(i) for i in (train_idx if len(train_idx)
+                                                                                   else val_idx))),
                    reference_logits=reference, seed=seed, log=log or (lambda message: None))
 
     def calibration(self, samples: int) -> CalibrationSet:
         """Class-balanced calibration frames from the training side of the split."""
-        pool = self.calibration_pool
-        chosen = select_calibration(pool.images, pool.masks, samples, self.seed)
+        chosen = self.calibration_pool.select(samples, self.seed)
         if len(chosen) < MIN_CALIBRATION_SAMPLES:
             self.log(f"warning: {len(chosen)} calibration frames is few (< {MIN_CALIBRATION_SAMPLES}"
                      f"{'; the data has no more' if len(chosen) < samples else ''}); quantization ranges may be off")
@@ -309,7 +332,7 @@ class ExportContext:
                 normalization=(0.0, 255.0) if input_dtype.startswith("float") else None)
         return (lambda tmp: tmp.write_bytes(model_bytes),
                 {"input_dtype": input_dtype, "output": output, "io": spec.io.value, "argmax": spec.argmax,
-                 "input_quantization": input_quant})
+                 "input_quantization": input_quant, **({"static_batch": spec.static_batch} if spec.static_batch else {})})
 
     def _onnx(self, spec: ExportSpec, calibration: CalibrationSet | None):
         import onnx

@@ -60,11 +60,18 @@ class CalibrationSet:
 
 def select_calibration(images: np.ndarray, masks: np.ndarray, count: int, seed: int = 0) -> CalibrationSet:
     """Pick ``count`` frames so that every class present in ``masks`` is seen, rarest classes first."""
-    n = len(images)
-    count = min(count, n)
-    rng = np.random.default_rng(seed)
     n_classes = int(masks.max()) + 1
     has_class = np.stack([np.bincount(m.ravel(), minlength=n_classes) > 0 for m in masks])  # N × C
+    chosen, classes, covered = balanced_pick(has_class, count, seed)
+    return CalibrationSet(images[chosen], tuple(chosen), tuple(classes), tuple(covered))
+
+
+def balanced_pick(has_class: np.ndarray, count: int, seed: int = 0) -> tuple[list[int], list[int], list[int]]:
+    """(chosen frames, classes in the data, classes the chosen cover) from an N × C "frame shows class"
+    matrix — from masks in memory, or from the data check's histograms without loading a frame."""
+    n = len(has_class)
+    count = min(count, n)
+    rng = np.random.default_rng(seed)
     classes = [int(c) for c in np.flatnonzero(has_class.any(0))]
     chosen: list[int] = []
     taken = np.zeros(n, dtype=bool)
@@ -84,5 +91,5 @@ def select_calibration(images: np.ndarray, masks: np.ndarray, count: int, seed: 
                 break
         if not added:
             break
-    covered = [int(c) for c in np.flatnonzero(has_class[chosen].any(0))]
-    return CalibrationSet(images[chosen], tuple(chosen), tuple(classes), tuple(covered))
+    covered = [int(c) for c in np.flatnonzero(has_class[chosen].any(0))] if chosen else []
+    return chosen, classes, covered

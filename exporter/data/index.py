@@ -1,0 +1,209 @@
+"""Check a CARLA-layout folder once and remember what it learned; stream its frames from disk.
+
+``index_dataset`` decodes every pair once, in parallel, with the same strict checks as ``load_frame``
+(unreadable file, missing mask, size mismatch, class id out of range: a ``UserError`` naming the file, or a
+warning with ``skip_bad``) and keeps, per frame, only its file names, source size and class histogram at
+the model's resolution. The result is written beside the data (``DATA_DIR/.unet-index.json``) with a
+fingerprint of the files (names, sizes, modification times) and the check's settings: a second run on the
+same files reads it instead of decoding everything again. A folder that cannot be written is checked each
+time (said once).
+
+The histograms feed the class-balanced calibration pick and the train/validation split without holding
+frames in memory; ``stream_dataset`` then reads the frames through a parallel ``tf.data`` pipeline (read,
+decode, red-channel class ids, resize, batch, prefetch), so memory stays flat as the data set grows.
+Host side (``stream_dataset`` imports TensorFlow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from exporter.data.carla import IMAGE_DIR, MASK_DIR, Frames, find_pairs, frame_arrays, load_frame, read_image
+from exporter.errors import UserError
+from exporter.fileio import write_json_atomic
+
+INDEX_FILE = ".unet-index.json"
+INDEX_VERSION = 1
+# Mask modes tf.image decodes to the class ids we read: RGB/RGBA (red channel) and 8-bit grey. Palette or
+# 16-bit masks are decoded by PIL inside the pipeline instead (slower, same values).
+TF_MASK_MODES = {"RGB", "RGBA", "L"}
+
+
+@dataclass(frozen=True)
+class DataIndex:
+    """What the check learned about a folder: usable frames in file order, and what each holds."""
+
+    data_dir: Path
+    size: tuple[int, int]
+    n_classes: int
+    stems: tuple[str, ...]
+    images: tuple[str, ...]  # file names in CameraRGB/
+    masks: tuple[str, ...]   # file names in CameraMask/
+    histograms: np.ndarray   # N × n_classes pixel counts at the model's resolution
+    source_sizes: tuple[tuple[int, int], ...]  # (H, W) of each image as stored
+    mask_modes: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+    reused: bool = False     # read from DATA_DIR/.unet-index.json rather than checked now
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def has_class(self) -> np.ndarray:
+        """N × n_classes: which classes each frame shows."""
+        return self.histograms > 0
+
+    def class_pixels(self) -> np.ndarray:
+        return self.histograms.sum(axis=0)
+
+    def paths(self, positions=None) -> tuple[list[str], list[str]]:
+        positions = range(len(self)) if positions is None else positions
+        return ([str(self.data_dir / IMAGE_DIR / self.images[i]) for i in positions],
+                [str(self.data_dir / MASK_DIR / self.masks[i]) for i in positions])
+
+    def load(self, positions) -> Frames:
+        """The frames at ``positions`` in memory (PIL, exactly as ``load_frames`` reads them)."""
+        positions = [int(i) for i in positions]
+        images, masks = self.paths(positions)
+        pairs = [load_frame(Path(i), Path(m), self.size, self.n_classes) for i, m in zip(images, masks, strict=True)]
+        if not pairs:
+            return Frames(np.zeros((0, *self.size, 3), np.float32), np.zeros((0, *self.size), np.uint8), [])
+        return Frames(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
+                      [self.stems[i] for i in positions])
+
+    def positions_of(self, stems) -> list[int]:
+        where = {s: i for i, s in enumerate(self.stems)}
+        return [where[s] for s in stems if s in where]
+
+
+def _fingerprint(pairs: list[tuple[str, Path, Path]], size, n_classes: int, skip_bad: bool) -> str:
+    digest = hashlib.sha256(json.dumps([INDEX_VERSION, list(size), n_classes, skip_bad]).encode())
+    for stem, image, mask in pairs:
+        for path in (image, mask):
+            stat = path.stat()
+            digest.update(f"{stem}\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _check_pair(pair, size, n_classes):
+    """(stem, histogram, source size, mask mode) or (stem, UserError)."""
+    stem, image_path, mask_path = pair
+    try:
+        raw_image, raw_mask = read_image(image_path), read_image(mask_path)
+        _, mask = frame_arrays(raw_image, raw_mask, mask_path, size, n_classes)
+        mode, source = raw_mask.mode, (raw_image.size[1], raw_image.size[0])
+    except UserError as exc:
+        return stem, exc
+    return stem, np.bincount(mask.ravel(), minlength=n_classes).astype(np.int64), source, mode
+
+
+def _read_cached(path: Path, fingerprint: str, data_dir: Path, size, n_classes: int) -> DataIndex | None:
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != INDEX_VERSION or data.get("fingerprint") != fingerprint:
+            return None
+        frames = data["frames"]
+        histograms = np.array([f["histogram"] for f in frames], dtype=np.int64).reshape(len(frames), n_classes)
+        return DataIndex(data_dir, tuple(size), n_classes, tuple(f["stem"] for f in frames),
+                         tuple(f["image"] for f in frames), tuple(f["mask"] for f in frames), histograms,
+                         tuple(tuple(f["source_size"]) for f in frames), tuple(f["mask_mode"] for f in frames),
+                         tuple(data.get("skipped", ())), reused=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or from another version: check again (and rewrite it)
+
+
+def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_classes: int = 23,
+                  skip_bad: bool = False, warn: Callable[[str], None] | None = None, workers: int | None = None,
+                  cache: bool = True) -> DataIndex:
+    """Check every frame of ``data_dir`` once (or reuse the check stored beside it); see the module doc."""
+    data_dir = Path(data_dir)
+    warn = warn or (lambda message: None)
+    skipped: list[str] = []
+
+    def on_bad(message: str) -> None:
+        skipped.append(message)
+        warn(message)
+
+    pairs = find_pairs(data_dir, on_bad if skip_bad else None)
+    fingerprint = _fingerprint(pairs, size, n_classes, skip_bad)
+    index_path = data_dir / INDEX_FILE
+    if cache:
+        cached = _read_cached(index_path, fingerprint, data_dir, size, n_classes)
+        if cached is not None:
+            for message in cached.skipped:
+                warn(message)
+            return cached
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:  # PIL's decoders release the GIL
+        results = list(pool.map(lambda pair: _check_pair(pair, size, n_classes), pairs))
+    kept = []
+    for (stem, image_path, mask_path), result in zip(pairs, results, strict=True):
+        if isinstance(result[1], UserError):
+            if not skip_bad:
+                raise result[1]
+            on_bad(str(result[1]))
+            continue
+        kept.append((stem, image_path.name, mask_path.name, *result[1:]))
+    if not kept:
+        raise UserError(f"{data_dir}: no usable frames" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    index = DataIndex(data_dir, tuple(size), n_classes, tuple(k[0] for k in kept), tuple(k[1] for k in kept),
+                      tuple(k[2] for k in kept), np.stack([k[3] for k in kept]), tuple(k[4] for k in kept),
+                      tuple(k[5] for k in kept), tuple(skipped))
+    if cache:
+        record = {"version": INDEX_VERSION, "fingerprint": fingerprint, "size": list(size), "n_classes": n_classes,
+                  "skipped": list(skipped),
+                  "frames": [{"stem": s, "image": i, "mask": m, "histogram": h.tolist(), "source_size": list(z),
+                              "mask_mode": mode}
+                             for s, i, m, h, z, mode in zip(index.stems, index.images, index.masks, index.histograms,
+                                                            index.source_sizes, index.mask_modes, strict=True)]}
+        try:
+            write_json_atomic(index_path, record)
+        except OSError as exc:
+            warn(f"{index_path}: cannot keep the data check beside the data ({exc.strerror or exc}); "
+                 "it will be redone next time")
+    return index
+
+
+def stream_dataset(index: DataIndex, positions, batch_size: int, shuffle: bool, seed: int = 0,
+                   parallel: int | None = None):
+    """A tf.data pipeline over the frames at ``positions``, read from disk: (float32 N×H×W×3 in [0, 1], uint8
+    N×H×W class ids) batches. Shuffles the file list (each epoch anew) before decoding."""
+    import tensorflow as tf
+
+    height, width = index.size
+    positions = [int(i) for i in positions]
+    images, masks = index.paths(positions)
+    pil_masks = any(index.mask_modes[i] not in TF_MASK_MODES for i in positions)
+    autotune = parallel or tf.data.AUTOTUNE
+
+    def decode_tf(image_path, mask_path):
+        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        if image.shape[0] != height or image.shape[1] != width:
+            image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
+        image = tf.cast(image, tf.float32) / 255.0
+        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0)[..., :1]  # red channel, or grey
+        mask = tf.image.resize(mask, (height, width), method="nearest")
+        return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(tf.cast(mask[..., 0], tf.uint8),
+                                                                          (height, width))
+
+    def decode_pil(image_path, mask_path):
+        def read(i, m):
+            return load_frame(Path(i.decode()), Path(m.decode()), (height, width), index.n_classes)
+
+        image, mask = tf.numpy_function(read, [image_path, mask_path], [tf.float32, tf.uint8])
+        return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(mask, (height, width))
+
+    ds = tf.data.Dataset.from_tensor_slices((images, masks))
+    if shuffle:
+        ds = ds.shuffle(len(positions), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(decode_pil if pil_masks else decode_tf, num_parallel_calls=autotune)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
