@@ -114,6 +114,15 @@ def start(distribution: Distribution, global_batch: int) -> tuple[int, str]:
     return len(devices), where
 
 
+LOST = ("Gloo", "heartbeat", "Connection reset by peer", "all-reduce failed", "coordination service")
+
+
+def lost_worker(exc: BaseException) -> bool:
+    """Whether a failed step means another worker went away (its collectives broke off)."""
+    text = str(exc)
+    return any(marker.lower() in text.lower() for marker in LOST)
+
+
 def local_scope():
     """A distribution scope whose new variables live on this process's first device only: a model built in
     it runs here alone (validation: every worker scores the same frames with the same weights)."""

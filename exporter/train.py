@@ -486,8 +486,14 @@ def train(
         # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
         train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # Keras' own default, on JAX
-        model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
-                  verbose=0, shuffle=False, callbacks=[EpochCommit()])
+        try:
+            model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
+                      verbose=0, shuffle=False, callbacks=[EpochCommit()])
+        except Exception as exc:
+            if distribution.workers > 1 and distributed.lost_worker(exc):
+                raise UserError(f"another worker stopped (its connection dropped) after epoch {state['epoch']} was "
+                                f"committed; restart every worker with --resume") from None
+            raise
 
     history = state["history"]
     return TrainResult(

@@ -81,7 +81,7 @@ def test_device_side_installs_and_benches_on_another_python(wheel, exported_run,
     assert rows[("model.keras", "keras")]["status"] == "skipped"  # no TensorFlow on the device
 
 
-@pytest.mark.parametrize("extra", ["litert", "onnxruntime", "openvino"])
+@pytest.mark.parametrize("extra", ["litert", "onnxruntime", "openvino", "webgpu"])
 def test_every_device_extra_resolves_for_aarch64(wheel, tmp_path, extra):
     """pip resolves the device side with each runtime for a 64-bit Arm board (wheels only, nothing installed)."""
     platforms = [arg for tag in AARCH64_TAGS for arg in ("--platform", tag)]
@@ -92,5 +92,5 @@ def test_every_device_extra_resolves_for_aarch64(wheel, tmp_path, extra):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"numpy", "click", {"litert": "ai-edge-litert"}.get(extra, extra)} <= names
+    assert {"numpy", "click", {"litert": "ai-edge-litert", "webgpu": "onnxruntime-ep-webgpu"}.get(extra, extra)} <= names
     assert "tensorflow" not in names

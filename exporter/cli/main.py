@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -151,8 +152,17 @@ def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input
                        n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, dropout=dropout,
                        val_split=val_split, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                        target_miou=target_miou, time_budget=time_budget, precision=precision)
-    result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
-                          log=echo, verbose=1 if os.isatty(1) else 2, distribution=distribution)
+    try:
+        result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
+                              log=echo, verbose=1 if os.isatty(1) else 2, distribution=distribution)
+    except UserError as exc:
+        if distribution.workers < 2:
+            raise
+        # leave at once: JAX's exit would wait a minute at a shutdown barrier for the lost worker, then abort
+        click.echo(f"error: {exc}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     where = Path(result.model_path) if distribution.chief else f"written by worker 0 to {Path(result.model_path)}"
     echo(f"best epoch {result.best_epoch}: val mIoU {result.best_val_miou:.4f}, "
          f"val pixel accuracy {result.best_val_pixel_accuracy:.4f}; "

@@ -115,32 +115,14 @@ def load_frames(
     warn: Callable[[str], None] | None = None,
     limit: int | None = None,
 ) -> Frames:
-    """Read a CARLA-layout folder into memory; bad files raise UserError, or are skipped with a warning."""
-    warn = warn or (lambda message: None)
-    skipped: list[str] = []
+    """Read a CARLA-layout folder into memory (small folders, tests): the data check's rules, then every
+    usable frame decoded into one array. Training streams instead (``exporter.data.index``)."""
+    from exporter.data.index import index_dataset
 
-    def on_bad(message: str) -> None:
-        skipped.append(message)
-        warn(message)
-
-    pairs = find_pairs(data_dir, on_bad if skip_bad else None)
-    if limit is not None:
-        pairs = pairs[:limit]
-    images, masks, stems = [], [], []
-    for stem, image_path, mask_path in pairs:
-        try:
-            image, mask = load_frame(image_path, mask_path, size, n_classes)
-        except UserError as exc:
-            if not skip_bad:
-                raise
-            on_bad(str(exc))
-            continue
-        images.append(image)
-        masks.append(mask)
-        stems.append(stem)
-    if not stems:
-        raise UserError(f"{data_dir}: no usable frames" + (f" ({len(skipped)} skipped)" if skipped else ""))
-    return Frames(np.stack(images), np.stack(masks), stems, skipped)
+    index = index_dataset(data_dir, size, n_classes, skip_bad=skip_bad, warn=warn, cache=False)
+    frames = index.load(range(len(index) if limit is None else min(limit, len(index))))
+    frames.skipped = list(index.skipped)
+    return frames
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
