@@ -62,10 +62,16 @@ class Distribution:
                          coordinator: str | None = None) -> Distribution:
         """Options given, else Keras' own KERAS_DISTRIBUTION_* variables, else one worker."""
         env = os.environ
+        def number(name: str, default: int) -> int:
+            try:
+                return int(env.get(name, default))
+            except ValueError:
+                raise UserError(f"${name}: expected a whole number, got {env[name]!r}") from None
+
         return cls(strategy=strategy,
-                   workers=workers if workers is not None else int(env.get("KERAS_DISTRIBUTION_NUM_PROCESSES", 1)),
+                   workers=workers if workers is not None else number("KERAS_DISTRIBUTION_NUM_PROCESSES", 1),
                    worker_index=(worker_index if worker_index is not None
-                                 else int(env.get("KERAS_DISTRIBUTION_PROCESS_ID", 0))),
+                                 else number("KERAS_DISTRIBUTION_PROCESS_ID", 0)),
                    coordinator=coordinator or (env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES") or "").split(",")[0]
                    or None)
 
@@ -112,6 +118,14 @@ def start(distribution: Distribution, global_batch: int) -> tuple[int, str]:
              f"global batch {global_batch} ({global_batch // len(devices)} per device); this is worker "
              f"{distribution.worker_index}{' (chief: writes the run folder)' if distribution.chief else ''}")
     return len(devices), where
+
+
+def agree(flag: bool) -> bool:
+    """Worker 0's ``flag`` on every worker (a collective: all must call it)."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.broadcast_one_to_all(np.asarray(flag))))
 
 
 LOST = ("Gloo", "heartbeat", "Connection reset by peer", "all-reduce failed", "coordination service")

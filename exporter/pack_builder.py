@@ -33,11 +33,9 @@ def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int 
 def inference_copy(model_path: Path, out_dir: Path) -> Path:
     """``model.keras`` without its optimizer state, in ``out_dir``: the weights a device runs (the seed model:
     35 MB instead of 104 MB with Adam's two moments)."""
-    import keras
+    from exporter.export.api import load_keras_model
 
-    from exporter.model import as_float32
-
-    model = as_float32(keras.saving.load_model(str(model_path), compile=False, safe_mode=True))
+    model = load_keras_model(model_path)  # float32 (a mixed-precision run's layers converted), one-line errors
     out = out_dir / model_path.name
     model.save(out)
     return out

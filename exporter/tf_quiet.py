@@ -34,11 +34,13 @@ CONVERTER_NOISE = re.compile(NOISE.pattern + r"|Created TensorFlow Lite XNNPACK 
 def filtered_stderr(noise: re.Pattern = NOISE):
     """While inside, what anything (C++ included) writes to fd 2 is held back; on leaving, the lines that do
     not match ``noise`` are written to stderr."""
+    held = None
     try:
         with held_stderr() as held:
             yield
     finally:
-        kept = [line for line in held.text.splitlines() if line.strip() and not noise.search(line)]
+        text = held.text if held is not None else ""
+        kept = [line for line in text.splitlines() if line.strip() and not noise.search(line)]
         if kept:
             sys.stderr.write("\n".join(kept) + "\n")
             sys.stderr.flush()

@@ -343,7 +343,7 @@ def train(
     """
     from exporter import distributed
     from exporter.data.carla import split_indices
-    from exporter.data.index import index_dataset, stream_dataset
+    from exporter.data.index import CHANGED_SINCE_CHECK, index_dataset, stream_dataset
 
     distribution = distribution or Distribution()
     distributed.choose_backend(distribution)
@@ -369,7 +369,7 @@ def train(
     # are unchanged), then streamed from disk: nothing holds the data set in memory.
     started = time.perf_counter()
     frames = index_dataset(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
-                           warn=lambda m: log(f"warning: skipped {m}"))
+                           warn=lambda m: log(f"warning: skipped {m}"), write=writer, note=lambda m: log(f"note: {m}"))
     log(f"data: {len(frames)} frames " + ("(the stored check: files unchanged)" if frames.reused else
                                          f"checked in {time.perf_counter() - started:.1f}s"))
     if frames.skipped:
@@ -390,7 +390,12 @@ def train(
 
     from exporter.model import build_unet
 
-    steps = -(-len(train_idx) // config.batch_size)
+    if distribution.active:  # every global batch full, so that it splits evenly over the devices
+        steps = len(train_idx) // config.batch_size
+        if steps == 0:
+            raise UserError(f"--batch-size {config.batch_size} is larger than the {len(train_idx)} training frames")
+    else:
+        steps = -(-len(train_idx) // config.batch_size)
     if state is not None:
         last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
         try:
@@ -462,6 +467,8 @@ def train(
             write_json_atomic(state_path, state)
             _sync(state, run, run_config)
         stopping.after_epoch(row, model)
+        if distribution.workers > 1:  # the chief's decision (its clock, its scores) holds for every worker
+            model.stop_training = distributed.agree(bool(model.stop_training))
 
     progress = EpochProgress(steps, config.epochs, config.batch_size, verbose if log_enabled else 0, log)
 
@@ -484,12 +491,20 @@ def train(
     if state["epoch"] < config.epochs and not stopping.reached(state["best_val_miou"]):
         # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
         # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
-        train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
+        if distribution.active:
+            train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed,
+                                      repeat=True, drop_remainder=True)
+        else:
+            train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # Keras' own default, on JAX
         try:
             model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
                       verbose=0, shuffle=False, callbacks=[EpochCommit()])
         except Exception as exc:
+            changed = next((line for line in str(exc).splitlines() if CHANGED_SINCE_CHECK in line), None)
+            if changed:  # a frame damaged after the data check: say which, as the check would have
+                raise UserError(changed.split(f"{CHANGED_SINCE_CHECK}: ", 1)[-1].strip()
+                                + f" ({CHANGED_SINCE_CHECK}; run `unet-export data check`)") from None
             if distribution.workers > 1 and distributed.lost_worker(exc):
                 raise UserError(f"another worker stopped (its connection dropped) after epoch {state['epoch']} was "
                                 f"committed; restart every worker with --resume") from None

@@ -19,7 +19,7 @@ from exporter.errors import UserError
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="jax is not installed")]
 
-TRAIN = ["--epochs", "1", "--batch-size", "8", "--n-filters", "2", "--input-size", "32", "32", "--val-split", "0.25",
+TRAIN = ["--epochs", "1", "--batch-size", "8", "--n-filters", "2", "--input-size", "32", "32", "--val-split", "0.2",
          "--strategy", "data-parallel"]
 CLI = "from exporter.cli.main import cli; cli()"
 

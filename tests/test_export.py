@@ -367,3 +367,35 @@ def test_onnx_u8s8_on_a_cpu_without_vnni_says_why_it_drifts(monkeypatch):
     assert NO_VNNI_NOTE not in _notes_before(ExportSpec("tflite", "int8"))
     monkeypatch.setattr(environment, "int8_dot_product", lambda: "vnni")
     assert NO_VNNI_NOTE not in _notes_before(ExportSpec("onnx", "int8"))
+
+
+def test_static_batch_gives_every_tensor_a_static_shape_and_runs_at_any_batch(ctx, tmp_path):
+    """What LiteRT's GPU accelerator needs (it refuses dynamic-sized tensors); the runtimes chunk other batches."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exporter.runtimes import get_runtime
+
+    dynamic = ctx.export(ExportSpec("tflite"), tmp_path / "unet_fp32.tflite")
+    spec = ExportSpec("tflite", "int8", io="uint8", argmax=True, static_batch=1)
+    assert spec.file_name == "unet_int8_uint8io_argmax_b1.tflite"
+    static = ctx.export(ExportSpec("tflite", static_batch=1), tmp_path / ExportSpec("tflite", static_batch=1).file_name)
+    mobile = ctx.export(spec, tmp_path / spec.file_name, calibration_samples=20)
+    assert static.entry.static_batch == 1 and mobile.entry.static_batch == 1 and dynamic.entry.static_batch is None
+    for result in (static, mobile):
+        interpreter = Interpreter(model_path=str(result.path))
+        assert [list(t["shape_signature"]) for t in interpreter.get_input_details()] == [[1, 32, 32, 3]]
+        assert not [t["name"] for t in interpreter.get_tensor_details() if -1 in list(t["shape_signature"])]
+    frames = ctx.validation.images[:3]
+    reference = get_runtime("litert")
+    reference.load(dynamic.path, threads=1)
+    expected = reference.predict(frames)
+    for name in ("litert", "openvino"):
+        runtime = get_runtime(name)
+        if runtime.available():
+            continue
+        runtime.load(static.path, threads=1)
+        assert np.abs(runtime.predict(frames) - expected).max() < 1e-3  # batch 3 on a batch-1 model
+    with pytest.raises(UserError, match="TFLite option"):
+        ExportSpec("onnx", static_batch=1)
+    with pytest.raises(UserError, match="calibration feeds one frame"):
+        ExportSpec("tflite", "int8", static_batch=4)

@@ -204,10 +204,12 @@ def _check_members(pack: Path, infos: list[zipfile.ZipInfo]) -> None:
 
 def keras_entry(run: RunDir, path: Path | None = None) -> ArtifactEntry:
     """The run's model.keras as an artifact (the reference every export is held to); ``path``: a copy of it
-    (the pack's, without optimizer state) to describe instead."""
+    (the pack's: float32, without optimizer state) to describe instead. The run's own file keeps the
+    precision it was trained in (``config.json``: a mixed-precision run runs mixed in Keras)."""
+    trained = "float32" if path else str(run.config().get("precision") or "float32")
     path = path or run.model
-    return ArtifactEntry(path=run.model.name, format="keras", precision="fp32", size_bytes=path.stat().st_size,
-                         sha256=sha256_file(path))
+    return ArtifactEntry(path=run.model.name, format="keras", precision="fp32" if trained == "float32" else trained,
+                         size_bytes=path.stat().st_size, sha256=sha256_file(path))
 
 
 def open_run_dir(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> BenchTarget:

@@ -4,13 +4,15 @@
 (unreadable file, missing mask, size mismatch, class id out of range: a ``UserError`` naming the file, or a
 warning with ``skip_bad``) and keeps, per frame, only its file names, source size and class histogram at
 the model's resolution. The result is written beside the data (``DATA_DIR/.unet-index.json``) with a
-fingerprint of the files (names, sizes, modification times) and the check's settings: a second run on the
-same files reads it instead of decoding everything again. A folder that cannot be written is checked each
-time (said once).
+fingerprint of the files (names, sizes, inodes, modification and change times) and the check's settings:
+a second run on the same files reads it instead of decoding everything again. A folder that cannot be
+written is checked each time (a note says so).
 
 The histograms feed the class-balanced calibration pick and the train/validation split without holding
 frames in memory; ``stream_dataset`` then reads the frames through a parallel ``tf.data`` pipeline (read,
-decode, red-channel class ids, resize, batch, prefetch), so memory stays flat as the data set grows.
+decode, red-channel class ids, resize, batch, prefetch), so memory stays flat as the data set grows. It
+decodes with the same PIL code as every other reader (``load_frame``): training, validation, calibration
+and the export reference see the same pixels; PIL releases the GIL, so the parallel map keeps up.
 Host side (``stream_dataset`` imports TensorFlow).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,10 +34,7 @@ from exporter.errors import UserError
 from exporter.fileio import write_json_atomic
 
 INDEX_FILE = ".unet-index.json"
-INDEX_VERSION = 1
-# Mask modes tf.image decodes to the class ids we read: RGB/RGBA (red channel) and 8-bit grey. Palette or
-# 16-bit masks are decoded by PIL inside the pipeline instead (slower, same values).
-TF_MASK_MODES = {"RGB", "RGBA", "L"}
+INDEX_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -84,12 +84,18 @@ class DataIndex:
         return [where[s] for s in stems if s in where]
 
 
-def _fingerprint(pairs: list[tuple[str, Path, Path]], size, n_classes: int, skip_bad: bool) -> str:
-    digest = hashlib.sha256(json.dumps([INDEX_VERSION, list(size), n_classes, skip_bad]).encode())
+def _fingerprint(pairs: list[tuple[str, Path, Path]], size, n_classes: int, skip_bad: bool, unpaired: list[str]) -> str:
+    """Names, sizes, inodes, modification and change times of every file: a copy that keeps modification
+    times (cp -p, rsync -a, tar) still gets new change times and inodes, so it is checked again."""
+    digest = hashlib.sha256(json.dumps([INDEX_VERSION, list(size), n_classes, skip_bad, unpaired]).encode())
     for stem, image, mask in pairs:
         for path in (image, mask):
-            stat = path.stat()
-            digest.update(f"{stem}\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            try:
+                stat = path.stat()
+            except OSError as exc:  # a dangling link, a file removed meanwhile
+                raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+            digest.update(f"{stem}\0{path.name}\0{stat.st_size}\0{stat.st_ino}\0{stat.st_mtime_ns}\0"
+                          f"{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -122,18 +128,22 @@ def _read_cached(path: Path, fingerprint: str, data_dir: Path, size, n_classes: 
 
 def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_classes: int = 23,
                   skip_bad: bool = False, warn: Callable[[str], None] | None = None, workers: int | None = None,
-                  cache: bool = True) -> DataIndex:
-    """Check every frame of ``data_dir`` once (or reuse the check stored beside it); see the module doc."""
+                  cache: bool = True, write: bool = True, note: Callable[[str], None] | None = None) -> DataIndex:
+    """Check every frame of ``data_dir`` once (or reuse the check stored beside it); see the module doc.
+
+    ``warn`` hears each skipped file (``skip_bad``); ``note`` that the check could not be kept beside the
+    data; ``write=False``: reuse a stored check but do not store one (workers other than the chief)."""
     data_dir = Path(data_dir)
     warn = warn or (lambda message: None)
+    note = note or warn
     skipped: list[str] = []
 
     def on_bad(message: str) -> None:
         skipped.append(message)
         warn(message)
 
-    pairs = find_pairs(data_dir, on_bad if skip_bad else None)
-    fingerprint = _fingerprint(pairs, size, n_classes, skip_bad)
+    pairs = find_pairs(data_dir, (lambda message: skipped.append(message)) if skip_bad else None)
+    fingerprint = _fingerprint(pairs, size, n_classes, skip_bad, list(skipped))
     index_path = data_dir / INDEX_FILE
     if cache:
         cached = _read_cached(index_path, fingerprint, data_dir, size, n_classes)
@@ -141,6 +151,9 @@ def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_cla
             for message in cached.skipped:
                 warn(message)
             return cached
+
+    for message in skipped:
+        warn(message)
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:  # PIL's decoders release the GIL
         results = list(pool.map(lambda pair: _check_pair(pair, size, n_classes), pairs))
@@ -157,7 +170,7 @@ def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_cla
     index = DataIndex(data_dir, tuple(size), n_classes, tuple(k[0] for k in kept), tuple(k[1] for k in kept),
                       tuple(k[2] for k in kept), np.stack([k[3] for k in kept]), tuple(k[4] for k in kept),
                       tuple(k[5] for k in kept), tuple(skipped))
-    if cache:
+    if cache and write:
         record = {"version": INDEX_VERSION, "fingerprint": fingerprint, "size": list(size), "n_classes": n_classes,
                   "skipped": list(skipped),
                   "frames": [{"stem": s, "image": i, "mask": m, "histogram": h.tolist(), "source_size": list(z),
@@ -166,44 +179,44 @@ def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_cla
                                                             index.source_sizes, index.mask_modes, strict=True)]}
         try:
             write_json_atomic(index_path, record)
-        except OSError as exc:
-            warn(f"{index_path}: cannot keep the data check beside the data ({exc.strerror or exc}); "
-                 "it will be redone next time")
+        except UserError as exc:  # a read-only data folder: fine, the check is redone next time
+            note(f"{exc} — the data check is not kept beside the data and will be redone next time")
     return index
 
 
+CHANGED_SINCE_CHECK = "changed since the data check"
+
+
 def stream_dataset(index: DataIndex, positions, batch_size: int, shuffle: bool, seed: int = 0,
-                   parallel: int | None = None):
+                   parallel: int | None = None, repeat: bool = False, drop_remainder: bool = False):
     """A tf.data pipeline over the frames at ``positions``, read from disk: (float32 N×H×W×3 in [0, 1], uint8
-    N×H×W class ids) batches. Shuffles the file list (each epoch anew) before decoding."""
+    N×H×W class ids) batches. Shuffles the file list (each epoch anew) before decoding. ``repeat`` +
+    ``drop_remainder``: every batch full, across epochs (data-parallel training splits each batch evenly).
+    A frame that fails to decode (changed after the check) raises an error whose message holds
+    ``CHANGED_SINCE_CHECK`` and the file's own one-line problem."""
     import tensorflow as tf
 
+    if "keras" in sys.modules and getattr(sys.modules["keras"], "backend", None) is not None \
+            and sys.modules["keras"].backend.backend() != "tensorflow":
+        tf.config.set_visible_devices([], "GPU")  # tf.data only: leave the GPUs to the training backend
     height, width = index.size
     positions = [int(i) for i in positions]
     images, masks = index.paths(positions)
-    pil_masks = any(index.mask_modes[i] not in TF_MASK_MODES for i in positions)
-    autotune = parallel or tf.data.AUTOTUNE
 
-    def decode_tf(image_path, mask_path):
-        image = tf.io.decode_image(tf.io.read_file(image_path), channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        if image.shape[0] != height or image.shape[1] != width:
-            image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
-        image = tf.cast(image, tf.float32) / 255.0
-        mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=0)[..., :1]  # red channel, or grey
-        mask = tf.image.resize(mask, (height, width), method="nearest")
-        return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(tf.cast(mask[..., 0], tf.uint8),
-                                                                          (height, width))
+    def read(image_path, mask_path):
+        try:
+            return load_frame(Path(image_path.decode()), Path(mask_path.decode()), (height, width), index.n_classes)
+        except UserError as exc:
+            raise ValueError(f"{CHANGED_SINCE_CHECK}: {exc}") from None
 
-    def decode_pil(image_path, mask_path):
-        def read(i, m):
-            return load_frame(Path(i.decode()), Path(m.decode()), (height, width), index.n_classes)
-
+    def decode(image_path, mask_path):
         image, mask = tf.numpy_function(read, [image_path, mask_path], [tf.float32, tf.uint8])
         return tf.ensure_shape(image, (height, width, 3)), tf.ensure_shape(mask, (height, width))
 
     ds = tf.data.Dataset.from_tensor_slices((images, masks))
     if shuffle:
         ds = ds.shuffle(len(positions), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(decode_pil if pil_masks else decode_tf, num_parallel_calls=autotune)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(decode, num_parallel_calls=parallel or tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

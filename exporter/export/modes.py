@@ -100,6 +100,9 @@ class ExportSpec:
             raise UserError("--int8-scheme is for ONNX with --quantize int8")
         if self.static_batch is not None and (self.format is not ArtifactFormat.TFLITE or int(self.static_batch) < 1):
             raise UserError("--static-batch is a TFLite option and must be >= 1")
+        if self.static_batch and self.static_batch > 1 and self.quantization.needs_calibration:
+            raise UserError(f"--static-batch {self.static_batch} with {self.quantization.value}: calibration feeds "
+                            "one frame at a time; use --static-batch 1")
         if self.format is ArtifactFormat.ONNX:
             if self.quantization not in ONNX_QUANTIZATIONS:
                 raise UserError(f"ONNX export supports {', '.join(q.value for q in ONNX_QUANTIZATIONS)}, "

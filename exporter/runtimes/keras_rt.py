@@ -144,9 +144,10 @@ class KerasRuntime(Runtime):
     def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
         path = self._begin_load(path, device, threads)
         backend = keras_backend()
-        if backend == "jax" and "keras" not in sys.modules:
-            os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras' own default would be tensorflow
-            os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a GPU shared with other processes
+        if "keras" not in sys.modules:  # the backend chosen here, not ~/.keras/keras.json's
+            os.environ["KERAS_BACKEND"] = backend
+            if backend == "jax":
+                os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a GPU shared with other processes
         self._backend, self._precision_note, self._threads_note = backend, "", None
         if backend == "jax":
             self._place_jax(device)

@@ -176,7 +176,9 @@ class LiteRTRuntime(Runtime):
                 else:
                     error = None
             if error is None:
-                self._compiled = (model, inputs, outputs)
+                signature = next(iter(model.get_signature_list()))
+                out = next(iter(model.get_output_tensor_details(signature).values()))
+                self._compiled = (model, inputs, outputs, list(out["shape"]), np.dtype(out["dtype"]))
                 self._fully_accelerated = bool(model.is_fully_accelerated()) and accelerators == attempts[0]
                 self._providers = [f"gpu (LiteRT CompiledModel, WebGPU{'' if self._fully_accelerated else ' + CPU fallback'})"]
                 self._precision = "fp32 (enforce_f32)" if enforce_f32 else "fp16 (LiteRT GPU default)"
@@ -254,10 +256,7 @@ class LiteRTRuntime(Runtime):
 
     def _run_gpu(self, data: np.ndarray) -> np.ndarray:
         """The compiled GPU model, one frame-batch of its own size at a time."""
-        model, inputs, outputs = self._compiled
-        signature = model.get_signature_list()
-        out = next(iter(model.get_output_tensor_details(next(iter(signature))).values()))
-        shape, dtype = list(out["shape"]), np.dtype(out["dtype"])
+        model, inputs, outputs, shape, dtype = self._compiled
         step, results = self._base_batch, []
         for start in range(0, len(data), step):
             chunk = data[start:start + step]

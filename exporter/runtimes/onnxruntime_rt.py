@@ -101,7 +101,10 @@ class OnnxRuntime(Runtime):
         if not hasattr(ort, "get_ep_devices"):
             return [], f"onnxruntime {ort.__version__} has no plugin execution providers"
         gpu_type = ort.OrtHardwareDeviceType.GPU
-        devices = [d for d in ort.get_ep_devices() if d.device.type == gpu_type and d.ep_name != CPU_PROVIDER]
+        try:
+            devices = [d for d in ort.get_ep_devices() if d.device.type == gpu_type and d.ep_name != CPU_PROVIDER]
+        except Exception as exc:  # a plugin that fails while listing its devices: no GPU through it
+            return [], f"listing the plugin devices failed: {one_line(exc, 120)}"
         if webgpu is not None and not devices and not notes:
             notes.append("the WebGPU plugin found no GPU adapter (Vulkan loader and driver)")
         return devices, "; ".join(notes)
@@ -141,7 +144,11 @@ class OnnxRuntime(Runtime):
         options = ort.SessionOptions()
         options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         if plugin_devices:
-            options.add_provider_for_devices(plugin_devices, {})
+            try:
+                options.add_provider_for_devices(plugin_devices, {})
+            except Exception as exc:
+                raise RuntimeUnavailable(f"no GPU: {plugin_devices[0].ep_name} would not take the session: "
+                                         f"{one_line(exc, 160)}") from exc
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
