@@ -85,8 +85,9 @@ def choose_backend(distribution: Distribution) -> None:
         raise UserError(f"--strategy {distribution.strategy} trains on Keras' JAX backend, but this process already "
                         f"runs Keras on {keras.backend.backend()}; set KERAS_BACKEND=jax")
     if keras is None:
-        os.environ["KERAS_BACKEND"] = "jax"
-        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        from exporter.runtimes.keras_rt import use_backend
+
+        use_backend("jax")
 
 
 def start(distribution: Distribution, global_batch: int) -> tuple[int, str]:

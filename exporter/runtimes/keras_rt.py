@@ -45,6 +45,13 @@ from exporter.runtimes.base import (
 BACKENDS = ("tensorflow", "jax")
 
 
+def use_backend(name: str) -> None:
+    """Before Keras' first import in this process: run it on ``name`` (not ~/.keras/keras.json's choice)."""
+    os.environ["KERAS_BACKEND"] = name
+    if name == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a GPU shared with other processes
+
+
 def keras_backend() -> str | None:
     """The backend Keras uses (or will use) in this process; None if no usable one is installed."""
     if "keras" in sys.modules and hasattr(sys.modules["keras"], "backend"):
@@ -144,10 +151,8 @@ class KerasRuntime(Runtime):
     def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
         path = self._begin_load(path, device, threads)
         backend = keras_backend()
-        if "keras" not in sys.modules:  # the backend chosen here, not ~/.keras/keras.json's
-            os.environ["KERAS_BACKEND"] = backend
-            if backend == "jax":
-                os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # a GPU shared with other processes
+        if "keras" not in sys.modules:
+            use_backend(backend)
         self._backend, self._precision_note, self._threads_note = backend, "", None
         if backend == "jax":
             self._place_jax(device)
