@@ -73,9 +73,9 @@ def stage_rows(stage_seconds: dict[str, float], state: dict, skipped=()) -> list
 
 def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: dict, skipped=()) -> Path:
     """Write report.md (and its plots under RUN_DIR/plots) from the run folder's files."""
-    from exporter.bench.plots import write_plots
     from exporter.contracts.bench_json import load_bench
     from exporter.contracts.evaldata import load_eval
+    from exporter.figures.bench import write_plots
 
     bench = load_bench(run.bench_dir / "bench.json")
     config = run.config()

@@ -248,7 +248,8 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 
 
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.bench", "exporter.runtimes", "exporter.contracts", "exporter.metrics",
-               "exporter.budget", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table")
+               "exporter.budget", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
+               "exporter.figures")
 
 
 def test_device_side_modules_do_not_import_frameworks_at_module_level():

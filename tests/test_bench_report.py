@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 from exporter.bench import compare as compare_mod
-from exporter.bench import plots, tables
+from exporter.bench import tables
 from exporter.classes import class_names
 from exporter.contracts.bench_json import BenchResult, load_bench
 from exporter.errors import UserError
+from exporter.figures import bench as bench_figures
+from exporter.figures.drift_picture import drift_picture
+from exporter.figures.latency_vs_miou import latency_vs_miou
+from exporter.figures.per_class_iou import per_class_iou_heatmap
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 200_000
@@ -388,23 +392,23 @@ def _png_size(path, max_bytes: int = MAX_PNG_BYTES) -> tuple[int, int]:
 
 def test_latency_vs_miou_png(bench, tmp_path):
     pytest.importorskip("matplotlib")
-    path = plots.latency_vs_miou(_rows(bench), tmp_path / "lat.png")
+    path = latency_vs_miou(_rows(bench), tmp_path / "lat.png")
     width, height = _png_size(path)
     assert width > height
-    budget = plots.latency_vs_miou(_rows(bench), tmp_path / "budget.png", reference_miou=0.612, max_miou_drop=1.0)
+    budget = latency_vs_miou(_rows(bench), tmp_path / "budget.png", reference_miou=0.612, max_miou_drop=1.0)
     assert _png_size(budget)[1] == height and _png_size(budget)[0] >= width  # + a "vs Keras" column
     # nothing to plot still gives a picture saying so
-    empty = plots.latency_vs_miou(_rows(bench)[-2:], tmp_path / "empty.png")
+    empty = latency_vs_miou(_rows(bench)[-2:], tmp_path / "empty.png")
     assert empty.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_per_class_iou_png(bench, tmp_path):
     pytest.importorskip("matplotlib")
-    path = plots.per_class_iou_heatmap(_rows(bench), class_names(N_CLASSES), tmp_path / "iou.png")
+    path = per_class_iou_heatmap(_rows(bench), class_names(N_CLASSES), tmp_path / "iou.png")
     width, height = _png_size(path)
     assert width > height
     # without a Keras reference row: the IoU panel alone
-    no_reference = plots.per_class_iou_heatmap(_rows(bench)[1:], class_names(N_CLASSES), tmp_path / "iou1.png")
+    no_reference = per_class_iou_heatmap(_rows(bench)[1:], class_names(N_CLASSES), tmp_path / "iou1.png")
     assert _png_size(no_reference)[0] < width
 
 
@@ -428,17 +432,17 @@ def _synthetic_maps(k=3, h=96, w=128, seed=0):
 def test_drift_picture_png(tmp_path):
     pytest.importorskip("matplotlib")
     images, reference, rows = _synthetic_maps()
-    path = plots.drift_picture(images, reference, rows[:3], tmp_path / "drift.png", labels=reference)
+    path = drift_picture(images, reference, rows[:3], tmp_path / "drift.png", labels=reference)
     width, height = _png_size(path)
     assert 600 < width <= 1000  # a row per artifact, a column per frame: fits a screen at 100 %
     # more than 6 artifacts: the 6 with the lowest agreement, one row each
-    many = plots.drift_picture(images, reference, rows, tmp_path / "drift_many.png")
+    many = drift_picture(images, reference, rows, tmp_path / "drift_many.png")
     assert _png_size(many)[1] > height and _png_size(many)[0] == width
     # noisy photographs compress badly: still under the size limit
     noisy = np.clip(images + np.random.default_rng(1).normal(0, 0.3, images.shape), 0, 1)
-    _png_size(plots.drift_picture(noisy, reference, rows, tmp_path / "noisy.png", labels=reference))
+    _png_size(drift_picture(noisy, reference, rows, tmp_path / "noisy.png", labels=reference))
     with pytest.raises(UserError, match="do not match"):
-        plots.drift_picture(images, reference, [("bad", reference[:, :10])], tmp_path / "bad.png")
+        drift_picture(images, reference, [("bad", reference[:, :10])], tmp_path / "bad.png")
 
 
 def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
@@ -452,7 +456,7 @@ def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
     calls = {}
 
     def spy(name):
-        real = getattr(plots, name)
+        real = getattr(bench_figures, name)
 
         def call(*args, **kwargs):
             calls[name] = kwargs
@@ -460,12 +464,12 @@ def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
         return call
 
     for name in ("latency_vs_miou", "drift_picture"):
-        monkeypatch.setattr(plots, name, spy(name))
+        monkeypatch.setattr(bench_figures, name, spy(name))
     bench["reference"] = {"frames": 24, "miou": 0.612}
     # unet.onnx's previews file is missing: that row is left out of the drift picture
-    written = plots.write_plots(_result(bench), tmp_path / "plots", class_names(N_CLASSES), eval_images=images,
-                                eval_labels=reference, maps_root=tmp_path / "run", reference_miou=0.612,
-                                max_miou_drop=1.0)
+    written = bench_figures.write_plots(_result(bench), tmp_path / "plots", class_names(N_CLASSES),
+                                        eval_images=images, eval_labels=reference, maps_root=tmp_path / "run",
+                                        reference_miou=0.612, max_miou_drop=1.0)
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png", "drift.png"]
     for path in written:
         _png_size(path)
@@ -474,7 +478,7 @@ def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
     assert calls["drift_picture"]["table_agreement"] == [0.9995, 0.9981, 0.9412]
     assert calls["drift_picture"]["eval_frames"] == 24
     # without eval data: only the two summary plots
-    written = plots.write_plots(_result(bench), tmp_path / "plots2", class_names(N_CLASSES))
+    written = bench_figures.write_plots(_result(bench), tmp_path / "plots2", class_names(N_CLASSES))
     assert [p.name for p in written] == ["latency_vs_miou.png", "per_class_iou.png"]
 
 
@@ -482,16 +486,16 @@ def test_plots_without_matplotlib(bench, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(UserError, match="matplotlib is not installed"):
-        plots.latency_vs_miou(_rows(bench), tmp_path / "x.png")
+        latency_vs_miou(_rows(bench), tmp_path / "x.png")
     with pytest.raises(UserError, match=r"unet-export\[plots\]"):
-        plots.write_plots(_result(bench), tmp_path, class_names(N_CLASSES))
+        bench_figures.write_plots(_result(bench), tmp_path, class_names(N_CLASSES))
     assert not list(tmp_path.iterdir())
 
 
 def test_report_modules_import_only_device_side_packages():
     import subprocess
 
-    code = ("import sys; import exporter.bench.tables, exporter.bench.compare, exporter.bench.plots, "
+    code = ("import sys; import exporter.bench.tables, exporter.bench.compare, exporter.figures.bench, "
             "exporter.contracts.bench_json; "
             "bad = [m for m in ('matplotlib', 'tensorflow', 'keras', 'onnxruntime', 'openvino', "
             "'ai_edge_litert', 'PIL') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

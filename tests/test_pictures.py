@@ -7,8 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from exporter.bench import plots
 from exporter.contracts.bench_json import BenchResult
+from exporter.figures import common, label_layout
+from exporter.figures import drift_picture as drift
+from exporter.figures import latency_vs_miou as latency
 
 RUNTIMES = {"tflite": ("litert",), "onnx": ("onnxruntime", "openvino")}
 MIOU = {"fp32": 0.612, "fp16": 0.611, "int8": 0.571, "int8_floathead": 0.598, "int8_uint8io": 0.569}
@@ -58,24 +60,24 @@ def _overlap(a, b) -> bool:
 def test_distinct_labels_keep_similar_artifact_names_apart():
     names = ["unet_int8_floathead.tflite", "unet_int8_fullint.tflite", "unet_int8.tflite", "unet_int8.tflite"]
     # the old middle shortening made the first two the same label
-    assert plots._shorten_middle(names[0], 16) == plots._shorten_middle(names[1], 16)
-    labels = plots.distinct_labels(names, 16)
+    assert common.shorten_middle(names[0], 16) == common.shorten_middle(names[1], 16)
+    labels = common.distinct_labels(names, 16)
     assert labels[0] != labels[1]
     assert all(len(label) <= 16 for label in labels)
     assert labels[2] == labels[3] == "unet_int8.tflite"  # fits: kept; the same name stays the same label
     assert "floathead"[:4] in labels[0] and "fullint"[:4] in labels[1]
     # names that only differ deep inside a long common prefix and suffix
     long = [f"unet_int8_floathead_calibrated_{v}_per_channel.tflite" for v in ("v2", "v3", "v10")]
-    labels = plots.distinct_labels(long, 20)
+    labels = common.distinct_labels(long, 20)
     assert len(set(labels)) == 3 and all(len(label) <= 20 for label in labels)
     assert all(v in label for v, label in zip(("v2", "v3", "v10"), labels, strict=True))
-    assert plots.distinct_labels(["a", "b"], 16) == ["a", "b"]
+    assert common.distinct_labels(["a", "b"], 16) == ["a", "b"]
 
 
 def test_distinct_labels_last_resort_numbers():
     # differing parts too long for the width: shortened in their middle, then numbered where still equal
     names = ["x" * 10 + "A" + "y" * 30 + "B", "x" * 10 + "C" + "y" * 30 + "D"]
-    labels = plots.distinct_labels(names, 12)
+    labels = common.distinct_labels(names, 12)
     assert len(set(labels)) == 2
 
 
@@ -90,7 +92,7 @@ def test_place_labels_25_points_do_not_overlap(label_size):
     points[7] = points[6]  # two rows at exactly the same place
     bounds = (0.0, 0.0, 720.0, 480.0)
     obstacle = (10.0, 180.0, 260.0, 196.0)  # e.g. the budget line's label
-    spots = plots.place_labels(points, [label_size] * len(points), bounds, marker=6.0, obstacles=[obstacle])
+    spots = label_layout.place_labels(points, [label_size] * len(points), bounds, marker=6.0, obstacles=[obstacle])
     boxes = [s.box for s in spots]
     marks = [(x - 6, y - 6, x + 6, y + 6) for x, y in points]
     for a, b in itertools.combinations(boxes, 2):
@@ -102,41 +104,41 @@ def test_place_labels_25_points_do_not_overlap(label_size):
         assert box[2] - box[0] == pytest.approx(label_size[0]) and box[3] - box[1] == pytest.approx(label_size[1])
     leaders = [s.leader for s in spots if s.leader is not None]
     for (p, q), (r, s) in itertools.combinations(leaders, 2):
-        assert not plots.segments_cross(p, q, r, s)
+        assert not label_layout.segments_cross(p, q, r, s)
     for i, spot in enumerate(spots):
         if spot.leader is None:  # right beside its point, and nearer to it than to any other point
-            own = plots._box_distance(points[i], spot.box)
+            own = label_layout._box_distance(points[i], spot.box)
             assert own <= (6 + 2) * 2**0.5 + 1e-6  # ring 0: beside or diagonally beside
-            assert all(plots._box_distance(points[j], spot.box) >= own for j in range(len(points))
+            assert all(label_layout._box_distance(points[j], spot.box) >= own for j in range(len(points))
                        if points[j] != points[i])
         else:
             p, q = spot.leader
             assert p == points[i]
-            assert not any(plots.segment_hits_box(p, q, b) for j, b in enumerate(boxes) if j != i)
+            assert not any(label_layout.segment_hits_box(p, q, b) for j, b in enumerate(boxes) if j != i)
 
 
 def test_segment_helpers():
-    assert plots.segments_cross((0, 0), (10, 10), (0, 10), (10, 0))
-    assert not plots.segments_cross((0, 0), (10, 10), (10, 10), (20, 0))  # a shared end point
-    assert not plots.segments_cross((0, 0), (10, 0), (0, 5), (10, 5))
-    assert plots.segment_hits_box((0, 0), (10, 10), (4, 4, 6, 6))
-    assert not plots.segment_hits_box((0, 0), (10, 0), (4, 4, 6, 6))
+    assert label_layout.segments_cross((0, 0), (10, 10), (0, 10), (10, 0))
+    assert not label_layout.segments_cross((0, 0), (10, 10), (10, 10), (20, 0))  # a shared end point
+    assert not label_layout.segments_cross((0, 0), (10, 0), (0, 5), (10, 5))
+    assert label_layout.segment_hits_box((0, 0), (10, 10), (4, 4, 6, 6))
+    assert not label_layout.segment_hits_box((0, 0), (10, 0), (4, 4, 6, 6))
 
 
 def test_not_plotted_note_in_plain_words():
     rows = demo_rows()
-    assert plots.not_plotted_note(rows) == ("3 of 28 rows not plotted: 2 failed, 1 was skipped "
+    assert latency.not_plotted_note(rows) == ("3 of 28 rows not plotted: 2 failed, 1 was skipped "
                                             "(the bench table says why).")
-    assert plots.not_plotted_note([r for r in rows if r.ok]) is None
+    assert latency.not_plotted_note([r for r in rows if r.ok]) is None
 
 
 def test_agreement_lines_say_which_frames():
-    lines = plots.agreement_lines(3, 0.96482, 0.95113, 24)
+    lines = drift.agreement_lines(3, 0.96482, 0.95113, 24)
     assert lines[1].strip() == "on these 3 frames: 96.48%"
     assert lines[2].strip() == "on all 24 eval frames: 95.11%"
-    assert len(plots.agreement_lines(1, 0.9)) == 2 and "these 1 frame:" in plots.agreement_lines(1, 0.9)[1]
-    assert plots.agreement_lines(3, 0.99999)[1].endswith(">99.99%")  # never a rounded 100 % that is not
-    assert plots.agreement_lines(3, 0.9, 0.8)[2].strip() == "on all eval frames: 80.00%"
+    assert len(drift.agreement_lines(1, 0.9)) == 2 and "these 1 frame:" in drift.agreement_lines(1, 0.9)[1]
+    assert drift.agreement_lines(3, 0.99999)[1].endswith(">99.99%")  # never a rounded 100 % that is not
+    assert drift.agreement_lines(3, 0.9, 0.8)[2].strip() == "on all eval frames: 80.00%"
 
 
 # ---------------------------------------------------------------- figures
@@ -150,7 +152,7 @@ def test_latency_figure_budget_line_key_and_footnote():
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    built = plots.latency_vs_miou_figure(demo_rows(), reference_miou=0.612, max_miou_drop=1.0)
+    built = latency.latency_vs_miou_figure(demo_rows(), reference_miou=0.612, max_miou_drop=1.0)
     try:
         lines = {line.get_gid(): line for line in built.ax.get_lines() if line.get_gid()}
         assert set(lines) == {"budget", "reference"}
@@ -186,11 +188,11 @@ def test_latency_figure_budget_line_key_and_footnote():
     finally:
         plt.close(built.fig)
 
-    only_reference = plots.latency_vs_miou_figure(demo_rows(), reference_miou=0.612)
+    only_reference = latency.latency_vs_miou_figure(demo_rows(), reference_miou=0.612)
     assert {line.get_gid() for line in only_reference.ax.get_lines() if line.get_gid()} == {"reference"}
     assert only_reference.budget_miou is None
     plt.close(only_reference.fig)
-    neither = plots.latency_vs_miou_figure(demo_rows())
+    neither = latency.latency_vs_miou_figure(demo_rows())
     assert not [line for line in neither.ax.get_lines() if line.get_gid()]
     assert not any("vs Keras" in t.get_text() for t in _texts(neither.fig))
     plt.close(neither.fig)
@@ -201,25 +203,25 @@ def test_latency_png_gpu_rows_linear_axis_and_nothing_to_plot(tmp_path):
     rows = [r for r in demo_rows() if r.ok and r.runtime == "litert"][:4]
     gpu = BenchResult.from_dict({"environment": {}, "results": [
         _row("unet_fp16.tflite", "litert", 9.0, 0.611, device="gpu")]}).rows
-    path = plots.latency_vs_miou([*rows, *gpu], tmp_path / "few.png", reference_miou=0.612, max_miou_drop=0.5)
+    path = latency.latency_vs_miou([*rows, *gpu], tmp_path / "few.png", reference_miou=0.612, max_miou_drop=0.5)
     assert path.stat().st_size > 2_000
-    built = plots.latency_vs_miou_figure([*rows, *gpu])
+    built = latency.latency_vs_miou_figure([*rows, *gpu])
     assert built.ax.get_xscale() == "linear"  # 7 to 62 ms: less than 10x
     assert any("(GPU)" in t.get_text() for t in built.ax.get_legend().get_texts())
-    nothing = plots.latency_vs_miou_figure([r for r in demo_rows() if not r.ok])
+    nothing = latency.latency_vs_miou_figure([r for r in demo_rows() if not r.ok])
     assert nothing.ax is None and "3 of 3 rows not plotted" in nothing.note
-    plots._save(nothing.fig, tmp_path / "none.png")
+    common.save_png(nothing.fig, tmp_path / "none.png")
 
 
 def _capture_figures(monkeypatch) -> list:
     figures = []
-    save = plots._save
+    save = common.save_png
 
-    def capture(fig, path, dpi=plots.DPI):
+    def capture(fig, path, dpi=common.DPI):
         figures.append((fig, dpi))
         return save(fig, path, dpi=dpi)
 
-    monkeypatch.setattr(plots, "_save", capture)
+    monkeypatch.setattr(drift, "save_png", capture)
     return figures
 
 
@@ -238,7 +240,7 @@ def test_drift_picture_distinct_names_and_legible_text(tmp_path, monkeypatch):
         maps[noise] = 1
         rows.append((name, maps))
     images = rng.random((k, h, w, 3))
-    plots.drift_picture(images, reference, rows, tmp_path / "drift.png", labels=reference,
+    drift.drift_picture(images, reference, rows, tmp_path / "drift.png", labels=reference,
                         table_agreement=[0.9511, 0.93, None], eval_frames=24)
     fig, dpi = figures[-1]
     words = [t.get_text() for t in _texts(fig)]
@@ -257,7 +259,7 @@ def test_drift_picture_distinct_names_and_legible_text(tmp_path, monkeypatch):
     panel = min(ax.get_position().width * width_px for ax in fig.axes)
     assert panel >= w
     with pytest.raises(Exception, match="table agreements"):
-        plots.drift_picture(images, reference, rows, tmp_path / "bad.png", table_agreement=[0.9])
+        drift.drift_picture(images, reference, rows, tmp_path / "bad.png", table_agreement=[0.9])
 
 
 def test_training_curves_titles_labels_and_integer_epochs(tmp_path, monkeypatch):

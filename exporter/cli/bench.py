@@ -75,7 +75,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
 
     budget = Budget(max_miou_drop, min_agreement)
     if plots_dir:  # an optional dependency is checked before minutes of measuring, not after
-        from exporter.bench.plots import MISSING_MATPLOTLIB
+        from exporter.figures.common import MISSING_MATPLOTLIB
 
         if module_missing("matplotlib"):
             raise UserError(MISSING_MATPLOTLIB)
@@ -98,7 +98,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
         for written in write_reports(bench, json_out, csv_out, markdown_out, verdicts=verdicts):
             echo(f"wrote {written}")
         if plots_dir:
-            from exporter.bench.plots import write_plots
+            from exporter.figures.bench import write_plots
 
             evaldata = load_eval(bench_target.eval_path)
             for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.export import layers as L
+from exporter.figures.quant_report import sqnr_per_layer
 from exporter.fileio import write_json_atomic, write_text_atomic
 from exporter.text_table import align
 
@@ -184,52 +185,6 @@ def to_markdown(rep: QuantReport) -> str:
     return "\n".join(lines)
 
 
-def plot(rep: QuantReport, path: Path) -> Path:
-    """SQNR per layer along the U (encoder, bottleneck, decoder, head shaded), the worst layers marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from exporter.bench.plots import _save
-
-    fig, ax = plt.subplots(figsize=(11, 4.2), dpi=100)
-    xs = [layer.index for layer in rep.layers]
-    ys = [min(layer.sqnr_db, 80.0) for layer in rep.layers]
-    colours = {"encoder": "#dbe9f6", "bottleneck": "#fde2c8", "decoder": "#dff2df", "head": "#f6d5d5"}
-    for stage, colour in colours.items():
-        members = [layer.index for layer in rep.layers if layer.stage == stage]
-        if members:
-            ax.axvspan(min(members) - 0.5, max(members) + 0.5, color=colour, zorder=0)
-            ax.text((min(members) + max(members)) / 2, 0.98, stage, transform=ax.get_xaxis_transform(),
-                    ha="center", va="top", fontsize=9, color="0.3")
-    ax.plot(xs, ys, "-", color="0.55", zorder=1)
-    markers = {"conv": "o", "transposed conv": "^", "pool": "v", "concat": "s"}
-    for kind, marker in markers.items():
-        members = [layer for layer in rep.layers if layer.kind == kind]
-        ax.scatter([layer.index for layer in members], [min(layer.sqnr_db, 80.0) for layer in members],
-                   marker=marker, s=36, zorder=2, label=kind,
-                   c=["#d62728" if layer.precision != "int8" else "#1f77b4" for layer in members])
-    for rank, layer in enumerate(rep.worst(3)):
-        ax.scatter([layer.index], [min(layer.sqnr_db, 80.0)], s=150, facecolors="none", edgecolors="#ff7f0e",
-                   linewidths=1.8, zorder=3)
-        ax.annotate(f"{layer.name}: −{layer.added_db:.1f} dB here", (layer.index, min(layer.sqnr_db, 80.0)),
-                    xytext=(10, 8 + 14 * rank), textcoords="offset points", ha="left", fontsize=8.5,
-                    color="#b35900", arrowprops={"arrowstyle": "-", "color": "#b35900", "lw": 0.6})
-    low, high = min(ys), max(ys)
-    ax.set_ylim(low - 0.15 * (high - low) - 1, high + 0.22 * (high - low) + 1)
-    ax.set_xticks(xs, [layer.name.replace("conv2d_transpose", "up").replace("conv2d", "conv")
-                       .replace("max_pooling2d", "pool").replace("concatenate", "cat") for layer in rep.layers],
-                  rotation=70, fontsize=8)
-    ax.set_ylabel("SQNR vs Keras (dB, higher = better)")
-    ax.set_title(f"{rep.artifact}: error each layer's output carries vs Keras ({rep.frames} held-out frames); "
-                 "blue = int8, red = kept float, ringed = adds the most", fontsize=10)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncols=4, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def write(rep: QuantReport, out_dir: Path) -> list[Path]:
     """quant_report.json, quant_report.md and quant_report.png in ``out_dir``."""
     out_dir = Path(out_dir)
@@ -237,7 +192,7 @@ def write(rep: QuantReport, out_dir: Path) -> list[Path]:
     written = [Path(write_json_atomic(out_dir / "quant_report.json", rep.to_dict())),
                Path(write_text_atomic(out_dir / "quant_report.md", to_markdown(rep)))]
     try:
-        written.append(plot(rep, out_dir / "quant_report.png"))
+        written.append(sqnr_per_layer(rep, out_dir / "quant_report.png"))
     except ImportError:
         pass
     return written
