@@ -45,7 +45,7 @@ def matmul_gflops(n: int = 2048, seconds: float = 3.0) -> dict[str, float]:
     flop = 2 * n**3
     rates = {"numpy": _best(lambda: a @ b, flop, seconds)}
     try:
-        from exporter.tf_quiet import import_tensorflow
+        from exporter.stdio import import_tensorflow
 
         tf = import_tensorflow()
         x, y = tf.constant(a), tf.constant(b)

@@ -15,17 +15,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from exporter.contracts.export_spec import HEAD, ExportSpec  # noqa: E402
 from exporter.export.api import ExportContext  # noqa: E402
-from exporter.export.modes import ExportSpec  # noqa: E402
 
 MODES = [
     ExportSpec("tflite", "fp32"), ExportSpec("tflite", "fp16"), ExportSpec("tflite", "dynamic"),
     ExportSpec("tflite", "int8"), ExportSpec("tflite", "int8", io="int8"), ExportSpec("tflite", "int8", io="uint8"),
-    ExportSpec("tflite", "int8", float_head=True), ExportSpec("tflite", "int8", io="uint8", float_head=True),
+    ExportSpec("tflite", "int8", float_scope=HEAD), ExportSpec("tflite", "int8", io="uint8", float_scope=HEAD),
     ExportSpec("tflite", "int16x8"), ExportSpec("tflite", "fp32", argmax=True),
-    ExportSpec("tflite", "int8", io="uint8", argmax=True), ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True),
+    ExportSpec("tflite", "int8", io="uint8", argmax=True), ExportSpec("tflite", "int8", io="uint8", argmax=True, float_scope=HEAD),
     ExportSpec("onnx", "fp32"), ExportSpec("onnx", "fp16"), ExportSpec("onnx", "int8"),
-    ExportSpec("onnx", "int8", float_head=True),
+    ExportSpec("onnx", "int8", float_scope=HEAD),
 ]
 
 

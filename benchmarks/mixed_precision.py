@@ -28,7 +28,7 @@ def main() -> None:
     import numpy as np
 
     from exporter.bench.environment import describe
-    from exporter.tf_quiet import import_tensorflow
+    from exporter.stdio import import_tensorflow
 
     import_tensorflow()
     import keras

@@ -29,7 +29,7 @@ from exporter.bench.worker import peak_rss_mb
 mode, data = sys.argv[1], sys.argv[2]
 started = time.perf_counter()
 if mode == "in-memory":
-    from exporter.data.carla import load_frames
+    from exporter.data.index import load_frames
     n = len(load_frames(data))
 elif mode in ("check", "check-again"):
     from exporter.data.index import index_dataset

@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from exporter.errors import UserError
+from exporter.parameters import Strategy
 
-STRATEGIES = ("none", "data-parallel")
+if TYPE_CHECKING:
+    import keras
 
+    from exporter.data.index import DataIndex
+    from exporter.train import TrainConfig
 
 @dataclass(frozen=True)
 class Distribution:
@@ -38,8 +46,7 @@ class Distribution:
     coordinator: str | None = None  # HOST:PORT of worker 0 (multi-process only)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        object.__setattr__(self, "strategy", Strategy.parse(self.strategy, "--strategy").value)
         if self.workers < 1 or not 0 <= self.worker_index < self.workers:
             raise UserError(f"--worker-index must be in 0..{self.workers - 1} (--workers {self.workers})")
         if self.workers > 1 and self.strategy == "none":
@@ -145,3 +152,101 @@ def local_scope():
     import keras
 
     return keras.distribution.DataParallel(devices=jax.local_devices()[:1]).scope()
+
+
+class SingleDevice:
+    """Training on one device (the TensorFlow backend): this process alone, every frame of every epoch."""
+
+    def __init__(self, distribution: Distribution):
+        self.distribution = distribution
+        self.writer = distribution.chief  # whether this process writes the run folder
+
+    def start(self, global_batch: int, log: Callable[[str], None]) -> None:
+        """Say which devices train."""
+        from exporter.stdio import announce
+
+        announce(log)
+
+    def steps_per_epoch(self, n_train: int, batch: int) -> int:
+        """Batches per epoch: the last one may be short."""
+        return -(-n_train // batch)
+
+    def train_dataset(self, frames: DataIndex, idx: Any, config: TrainConfig) -> Any:
+        """The training frames, shuffled each epoch, repeated for one ``fit`` over every epoch."""
+        from exporter.data.index import stream_dataset
+
+        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
+
+    def scorer(self, model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
+        """The model that scores the validation frames: the trained one."""
+        return model
+
+    def save_checkpoint(self, model: keras.Model, path: Path, save: Callable[[keras.Model, Path], None]) -> None:
+        """Write this epoch's checkpoint with ``save``."""
+        save(model, path)
+
+    def after_epoch_stop(self, model: keras.Model) -> None:
+        """Nothing to agree on: this process's stop decision holds."""
+
+    def translate_fit_error(self, exc: BaseException, committed: int) -> UserError | None:
+        """A failed ``fit`` is the error it is."""
+        return None
+
+
+class DataParallel:
+    """Data-parallel training on Keras' JAX backend: every device of every worker process, in lockstep."""
+
+    def __init__(self, distribution: Distribution):
+        self.distribution = distribution
+        self.writer = distribution.chief
+
+    def start(self, global_batch: int, log: Callable[[str], None]) -> None:
+        """Join the workers, spread the model over every device and say so."""
+        _, where = start(self.distribution, global_batch)
+        import keras
+
+        log(f"training on Keras {keras.__version__} / {keras.backend.backend()}: {where}")
+
+    def steps_per_epoch(self, n_train: int, batch: int) -> int:
+        """Full global batches only, so that each splits evenly over the devices."""
+        steps = n_train // batch
+        if steps == 0:
+            raise UserError(f"--batch-size {batch} is larger than the {n_train} training frames")
+        return steps
+
+    def train_dataset(self, frames: DataIndex, idx: Any, config: TrainConfig) -> Any:
+        """The training frames, shuffled each epoch, repeated, every batch full."""
+        from exporter.data.index import stream_dataset
+
+        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed, repeat=True,
+                              drop_remainder=True)
+
+    def scorer(self, model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
+        """A local copy built by ``build``: every worker scores the validation frames alone."""
+        with local_scope():
+            return build()
+
+    def save_checkpoint(self, model: keras.Model, path: Path, save: Callable[[keras.Model, Path], None]) -> None:
+        """Saving gathers the weights from every process: all take part, the chief alone keeps the file."""
+        if self.writer:
+            save(model, path)
+            return
+        with tempfile.TemporaryDirectory(prefix="unet-worker-") as scratch:
+            model.save(Path(scratch) / path.name)
+
+    def after_epoch_stop(self, model: keras.Model) -> None:
+        """The chief's decision (its clock, its scores) holds for every worker."""
+        if self.distribution.workers > 1:
+            model.stop_training = agree(bool(model.stop_training))
+
+    def translate_fit_error(self, exc: BaseException, committed: int) -> UserError | None:
+        """A lost worker as one line saying what to do; None for any other error."""
+        if self.distribution.workers > 1 and lost_worker(exc):
+            return UserError(f"another worker stopped (its connection dropped) after epoch {committed} was "
+                             f"committed; restart every worker with --resume")
+        return None
+
+
+def strategy_for(distribution: Distribution) -> SingleDevice | DataParallel:
+    """The training strategy ``distribution`` asks for."""
+    return DataParallel(distribution) if distribution.active else SingleDevice(distribution)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from exporter.parameters import INPUT_SIZE, N_CLASSES
+
 if TYPE_CHECKING:  # pragma: no cover
     import keras
 
@@ -51,9 +53,9 @@ def check_input_size(input_size: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def build_unet(
-    input_size: tuple[int, int, int] = (96, 128, 3),
+    input_size: tuple[int, int, int] = (*INPUT_SIZE, 3),
     n_filters: int = 32,
-    n_classes: int = 23,
+    n_classes: int = N_CLASSES,
     dropout: float = 0.3,
 ) -> keras.Model:
     """The seed's ``unet_model``: same layers, order, kernels and initialisers; logits, no softmax."""
@@ -77,9 +79,6 @@ def build_unet(
     # The classifier stays float32 under a mixed-precision policy: logits and the loss in float32.
     conv10 = keras.layers.Conv2D(n_classes, 1, padding="same", dtype="float32")(conv9)
     return keras.Model(inputs=inputs, outputs=conv10, name="unet")
-
-
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def as_float32(model):

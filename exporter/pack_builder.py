@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.contracts.evaldata import save_eval
@@ -15,8 +16,20 @@ from exporter.contracts.pack import keras_entry, write_pack
 from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
 from exporter.fileio import sha256_file
+from exporter.parameters import EVAL_FRAMES
 
-DEFAULT_EVAL_FRAMES = 24
+
+@dataclass(frozen=True)
+class PackContents:
+    """What a pack carries: how many held-out evaluation frames (picked by ``seed``), model.keras or not
+    (``include_keras``: without optimizer state, for a device with TensorFlow or JAX; the Keras reference outputs
+    every row is judged against are in the pack either way), and which artifact files (``only``; default: every
+    current one)."""
+
+    frames: int = EVAL_FRAMES
+    include_keras: bool = False
+    only: tuple[str, ...] | None = None
+    seed: int = 0
 
 
 def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int = 0,
@@ -41,17 +54,16 @@ def inference_copy(model_path: Path, out_dir: Path) -> Path:
     return out
 
 
-def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path, frames: int = DEFAULT_EVAL_FRAMES,
-               include_keras: bool = False, seed: int = 0, log: Callable[[str], None] | None = None,
-               context=None, warn: Callable[[str], None] | None = None, only: tuple[str, ...] | None = None) -> Path:
+def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path,
+               contents: PackContents = PackContents(), log: Callable[[str], None] | None = None,
+               warn: Callable[[str], None] | None = None, context=None) -> Path:
     """Write FILE.pack from a run folder; every artifact's sha256 must still match the manifest.
 
     ``warn`` (default: ``log``) hears about manifest entries left out (file gone, or exported from an earlier
-    model). ``include_keras``: also carry model.keras (without optimizer state: 35 MB for the seed model), for
-    a device with TensorFlow or JAX; the Keras reference outputs every row is judged against are in the pack
-    either way. ``only``: the artifact file names to carry (default: every current one).
+    model); ``context``: an ``ExportContext`` already open on the run (its held-out frames are reused).
     """
     run = RunDir(run_dir)
+    frames, include_keras, only = contents.frames, contents.include_keras, contents.only
     if not run.model.is_file():
         raise UserError(f"{run.path}: no model.keras (is this a run folder?)")
     current = run.current_artifacts(warn=warn or log)
@@ -62,7 +74,7 @@ def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path
             raise UserError(f"{run.path}: no artifact {', '.join(unknown)} to pack (known: {', '.join(known)})")
         current = [e for e in current if run.resolve(e.path).name in only]
         include_keras = include_keras and "model.keras" in only
-    eval_path = write_eval(run, data_dir, frames, seed, log, context)
+    eval_path = write_eval(run, data_dir, frames, contents.seed, log, context)
     with tempfile.TemporaryDirectory(prefix="unet-pack-") as scratch:
         artifacts: list[tuple[Path, ArtifactEntry]] = []
         if include_keras:

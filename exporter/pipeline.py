@@ -13,23 +13,25 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from exporter import drift
 from exporter.bench.runner import BenchSettings
-from exporter.budget import DEMO_BUDGET, Budget
+from exporter.contracts.export_spec import HEAD, ExportSpec
 from exporter.contracts.rundir import RunDir
+from exporter.drift import DEMO_BUDGET, Budget
 from exporter.errors import UserError
-from exporter.export.modes import ExportSpec
 from exporter.fileio import read_json, sha256_file, write_json_atomic
+from exporter.parameters import CALIBRATION_SAMPLES, EVAL_FRAMES, VALIDATION_SAMPLES
 from exporter.train import TrainConfig, read_training_state
 
 DEFAULT_EXPORTS = (
     ExportSpec("tflite", "fp32"),
     ExportSpec("tflite", "int8"),  # full integer: what integer-only accelerators need
-    ExportSpec("tflite", "int8", float_head=True),
+    ExportSpec("tflite", "int8", float_scope=HEAD),
     # mobile-ready: camera bytes in, class map out; the float head keeps int8's accuracy loss small; batch 1
     # fixed, as apps run it: LiteRT's GPU accelerator takes static shapes only, and XNNPACK runs it faster
-    ExportSpec("tflite", "int8", io="uint8", argmax=True, float_head=True, static_batch=1),
+    ExportSpec("tflite", "int8", io="uint8", argmax=True, float_scope=HEAD, static_batch=1),
     ExportSpec("onnx", "fp32"),
-    ExportSpec("onnx", "int8", float_head=True),
+    ExportSpec("onnx", "int8", float_scope=HEAD),
 )
 # pipeline --all: also fp16 TFLite (the GPU's precision; batch 1 fixed, for the GPU) and full-int8 ONNX (the one
 # that drifts most on CPUs without VNNI)
@@ -51,9 +53,9 @@ class PipelineOptions:
     synth_seed: int = 0
     training: TrainConfig = DEMO_TRAINING
     exports: tuple[ExportSpec, ...] = DEFAULT_EXPORTS
-    calibration_samples: int = 256
-    validation_samples: int = 48
-    eval_frames: int = 24
+    calibration_samples: int = CALIBRATION_SAMPLES
+    validation_samples: int = VALIDATION_SAMPLES
+    eval_frames: int = EVAL_FRAMES
     seed: int = 0  # export and pack: the calibration and evaluation picks
     bench: BenchSettings = DEMO_BENCH
     budget: Budget = DEMO_BUDGET
@@ -105,16 +107,115 @@ class _Stages:
         self.log(f"   {name} took {seconds:.0f}s")
 
 
+class _Journey:
+    """The stages of one pipeline run over a run folder, each skipped when up to date."""
+
+    def __init__(self, run: RunDir, options: PipelineOptions, stages: _Stages, log: Callable[[str], None],
+                 verbose: int) -> None:
+        self.run, self.options, self.stages, self.log, self.verbose = run, options, stages, log, verbose
+        self.data_dir = Path(options.data_dir) if options.data_dir else run.path / "data"
+        self.context = None  # the export stage's ExportContext, reused by the pack stage when it ran
+
+    def data(self) -> str:
+        options, config = self.options, self.options.training
+        key = _key("data", options.data_dir, options.synth_count, options.synth_seed, config.input_size)
+        if self.stages.done("data", key, [self.data_dir / "CameraRGB"]):
+            return key
+        started = time.perf_counter()
+        if options.data_dir:
+            from exporter.data.index import index_dataset
+
+            info = {"frames": len(index_dataset(self.data_dir, tuple(config.input_size), config.n_classes))}
+        else:
+            from exporter.data.synth import write_synthetic_dataset
+
+            summary = write_synthetic_dataset(self.data_dir, options.synth_count, options.synth_seed,
+                                              tuple(config.input_size), overwrite=True)  # the run's own folder
+            info = {"frames": summary["count"], "synthetic": True}
+        self.stages.record("data", key, started, **info)
+        return key
+
+    def train(self, data_key: str) -> None:
+        from exporter.train import train
+
+        run, config = self.run, self.options.training
+        key = _key("train", data_key, asdict(config))
+        if self.stages.done("train", key, [run.model]):
+            return
+        started = time.perf_counter()
+        resumable = not self.stages.force and run.training_state.exists() and \
+            config.same_run(read_training_state(run.training_state).get("config"))
+        result = train(self.data_dir, run.path, config, resume=resumable, overwrite=not resumable, log=self.log,
+                       verbose=self.verbose)
+        self.stages.record("train", key, started, best_epoch=result.best_epoch, val_miou=result.best_val_miou,
+                           val_pixel_accuracy=result.best_val_pixel_accuracy,
+                           images_per_second=result.images_per_second)
+
+    def export(self) -> str:
+        from exporter.export.api import ExportContext
+
+        run, options = self.run, self.options
+        key = _key("export", sha256_file(run.model), [e.to_dict() for e in options.exports],
+                   options.calibration_samples, options.validation_samples, asdict(options.budget), options.eval_frames)
+        if self.stages.done("export", key, [run.path / e.file_name for e in options.exports]):
+            return key
+        started = time.perf_counter()
+        self.context = ExportContext.open(run.model, self.data_dir, options.validation_samples, options.seed, self.log)
+        outside_budget = []
+        for spec in options.exports:
+            result = self.context.export(spec, calibration_samples=options.calibration_samples)
+            v = result.validation
+            within = not drift.validation_problems(v, options.budget)
+            if not within:
+                outside_budget.append(result.path.name)
+            self.log(f"   {result.path.name}: {result.entry.size_bytes / 1e6:.2f} MB in "
+                     f"{result.entry.conversion_seconds:.1f}s, agreement {v.pixel_agreement:.4f}, mIoU drop "
+                     f"{v.miou_drop_points:.2f} pt"
+                     + ("" if within else "  (outside the accuracy budget: kept, flagged in the report)"))
+        self.stages.record("export", key, started, outside_budget=outside_budget)
+        return key
+
+    def pack(self, export_key: str) -> str:
+        from exporter.pack_builder import PackContents, build_pack
+
+        run, options, context = self.run, self.options, self.context
+        key = _key("pack", export_key, options.eval_frames)
+        if not self.stages.done("pack", key, [run.pack, run.eval_path]):
+            started = time.perf_counter()
+            build_pack(run.path, self.data_dir, run.pack, PackContents(options.eval_frames, seed=options.seed), log=self.log,
+                       context=context if context and len(context.validation) >= options.eval_frames else None)
+            self.stages.record("pack", key, started, size_bytes=run.pack.stat().st_size)
+        return key
+
+    def bench(self, pack_key: str) -> None:
+        from exporter.bench.runner import run_bench
+        from exporter.bench.tables import write_reports
+        from exporter.contracts.pack import open_run_dir
+
+        run = self.run
+        bench_json = run.bench_dir / "bench.json"
+        key = _key("bench", pack_key, asdict(self.options.bench))
+        if not self.stages.done("bench", key, [bench_json]):
+            started = time.perf_counter()
+            bench = run_bench(open_run_dir(run.path), run.bench_dir, self.options.bench, progress=self.log)
+            write_reports(bench, bench_json, run.bench_dir / "bench.csv", run.bench_dir / "bench.md")
+            self.stages.record("bench", key, started)
+
+    def report(self) -> Path:
+        """report.md, always rewritten: cheap, and it shows this run's stage times."""
+        from exporter.run_report import write_report
+
+        started = time.perf_counter()
+        report = write_report(self.run, self.options, self.stages.seconds, self.stages.state,
+                              skipped=self.stages.skipped)
+        self.stages.seconds["report"] = time.perf_counter() - started
+        self.log(f"wrote {report}")
+        return report
+
+
 def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, force: bool = False,
                  log: Callable[[str], None] | None = print, verbose: int = 2) -> PipelineResult:
     """Run every stage (skipping those already done with the same options); write RUN_DIR/report.md."""
-    from exporter.bench.runner import run_bench
-    from exporter.bench.tables import write_reports
-    from exporter.contracts.pack import open_run_dir
-    from exporter.export.api import ExportContext
-    from exporter.pack_builder import build_pack
-    from exporter.train import train
-
     options = options or PipelineOptions()
     log = log or (lambda message: None)
     run = RunDir(run_dir)
@@ -127,80 +228,9 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     except OSError as exc:
         raise UserError(f"{run.path}: cannot create run folder ({exc.strerror or exc})") from None
     stages = _Stages(run.pipeline_state, force, log)
-    config = options.training
-
-    # 1. data
-    data_dir = Path(options.data_dir) if options.data_dir else run.path / "data"
-    data_key = _key("data", options.data_dir, options.synth_count, options.synth_seed, config.input_size)
-    if not stages.done("data", data_key, [data_dir / "CameraRGB"]):
-        started = time.perf_counter()
-        if options.data_dir:
-            from exporter.data.index import index_dataset
-
-            frames = index_dataset(data_dir, tuple(config.input_size), config.n_classes)
-            info = {"frames": len(frames)}
-        else:
-            from exporter.data.synth import write_synthetic_dataset
-
-            summary = write_synthetic_dataset(data_dir, options.synth_count, options.synth_seed,
-                                              tuple(config.input_size), overwrite=True)  # the run's own folder
-            info = {"frames": summary["count"], "synthetic": True}
-        stages.record("data", data_key, started, **info)
-
-    # 2. train
-    train_key = _key("train", data_key, asdict(config))
-    if not stages.done("train", train_key, [run.model]):
-        started = time.perf_counter()
-        resumable = not force and run.training_state.exists() and \
-            config.same_run(read_training_state(run.training_state).get("config"))
-        result = train(data_dir, run.path, config, resume=resumable, overwrite=not resumable, log=log,
-                       verbose=verbose)
-        stages.record("train", train_key, started, best_epoch=result.best_epoch,
-                      val_miou=result.best_val_miou, val_pixel_accuracy=result.best_val_pixel_accuracy,
-                      images_per_second=result.images_per_second)
-
-    # 3. export + validate (and the evaluation frames the bench scores against)
-    export_key = _key("export", sha256_file(run.model), [asdict(e) for e in options.exports],
-                      options.calibration_samples, options.validation_samples, asdict(options.budget),
-                      options.eval_frames)
-    context = None
-    if not stages.done("export", export_key, [run.path / e.file_name for e in options.exports]):
-        started = time.perf_counter()
-        context = ExportContext.open(run.model, data_dir, options.validation_samples, options.seed, log)
-        outside_budget = []
-        for spec in options.exports:
-            result = context.export(spec, calibration_samples=options.calibration_samples)
-            v = result.validation
-            within = options.budget.within(v.miou_drop_points, v.pixel_agreement)
-            if not within:
-                outside_budget.append(result.path.name)
-            log(f"   {result.path.name}: {result.entry.size_bytes / 1e6:.2f} MB in {result.entry.conversion_seconds:.1f}s, "
-                f"agreement {v.pixel_agreement:.4f}, mIoU drop {v.miou_drop_points:.2f} pt"
-                + ("" if within else "  (outside the accuracy budget: kept, flagged in the report)"))
-        stages.record("export", export_key, started, outside_budget=outside_budget)
-
-    # 4. pack
-    pack_key = _key("pack", export_key, options.eval_frames)
-    if not stages.done("pack", pack_key, [run.pack, run.eval_path]):
-        started = time.perf_counter()
-        build_pack(run.path, data_dir, run.pack, frames=options.eval_frames, seed=options.seed, log=log,
-                   context=context if context and len(context.validation) >= options.eval_frames else None)
-        stages.record("pack", pack_key, started, size_bytes=run.pack.stat().st_size)
-
-    # 5. bench
-    bench_json = run.bench_dir / "bench.json"
-    bench_key = _key("bench", pack_key, asdict(options.bench))
-    if not stages.done("bench", bench_key, [bench_json]):
-        started = time.perf_counter()
-        bench = run_bench(open_run_dir(run.path), run.bench_dir, options.bench, progress=log)
-        write_reports(bench, bench_json, run.bench_dir / "bench.csv", run.bench_dir / "bench.md")
-        stages.record("bench", bench_key, started)
-
-    # 6. report (always rewritten: cheap, and it shows this run's stage times)
-    started = time.perf_counter()
-    from exporter.run_report import write_report
-
-    report = write_report(run, options, stages.seconds, stages.state, skipped=stages.skipped)
-    stages.seconds["report"] = time.perf_counter() - started
-    log(f"wrote {report}")
+    journey = _Journey(run, options, stages, log, verbose)
+    data_key = journey.data()
+    journey.train(data_key)
+    journey.bench(journey.pack(journey.export()))
+    report = journey.report()
     return PipelineResult(run.path, report, stages.seconds, stages.skipped)

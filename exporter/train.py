@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import re
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,9 +21,15 @@ from exporter.classes import class_names
 from exporter.contracts import checks
 from exporter.contracts.checks import ContractError
 from exporter.contracts.rundir import RunDir
-from exporter.distributed import Distribution
+from exporter.distributed import DataParallel, Distribution, SingleDevice, choose_backend, strategy_for
 from exporter.errors import UserError
 from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
+from exporter.parameters import INPUT_SIZE, N_CLASSES, LRSchedule, TrainPrecision
+
+if TYPE_CHECKING:
+    import keras
+
+    from exporter.data.index import DataIndex
 
 HISTORY_FIELDS = (
     "epoch", "loss", "pixel_accuracy", "val_loss", "val_pixel_accuracy", "val_miou",
@@ -36,8 +45,8 @@ class TrainConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     n_filters: int = 32
-    input_size: tuple[int, int] = (96, 128)
-    n_classes: int = 23
+    input_size: tuple[int, int] = INPUT_SIZE
+    n_classes: int = N_CLASSES
     dropout: float = 0.3
     val_split: float = 0.15
     seed: int = 0
@@ -54,12 +63,8 @@ class TrainConfig:
     time_budget: float | None = None   # seconds: stop when the next epoch would not fit
 
     def __post_init__(self) -> None:
-        from exporter.model import PRECISIONS
-
-        if self.precision not in PRECISIONS:
-            raise UserError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UserError(f"--lr-schedule: expected one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        object.__setattr__(self, "precision", TrainPrecision.parse(self.precision, "--precision").value)
+        object.__setattr__(self, "lr_schedule", LRSchedule.parse(self.lr_schedule, "--lr-schedule").value)
         if self.warmup_epochs < 0 or (self.target_miou is not None and not 0 < self.target_miou <= 1) or \
                 (self.time_budget is not None and self.time_budget <= 0):
             raise UserError("--warmup-epochs ≥ 0, --target-miou in (0, 1] and --time-budget > 0")
@@ -82,7 +87,6 @@ class TrainConfig:
         return {**defaults, **stored} == self.identity()
 
 
-LR_SCHEDULES = ("constant", "cosine")
 NOT_IDENTITY = ("epochs", "target_miou", "time_budget")
 
 
@@ -341,29 +345,91 @@ def train(
     ``distribution``: data-parallel over devices and processes (``exporter.distributed``); only its chief
     writes the run folder.
     """
-    from exporter import distributed
-    from exporter.data.carla import split_indices
-    from exporter.data.index import CHANGED_SINCE_CHECK, index_dataset, stream_dataset
+    from exporter.data.index import stream_dataset
 
     distribution = distribution or Distribution()
-    distributed.choose_backend(distribution)
-    writer = distribution.chief
+    choose_backend(distribution)
     config = config or TrainConfig()
-    log_enabled = log is not None
+    verbose = verbose if log is not None else 0
     log = _progress(log)
     run = RunDir(run_dir)
-    checkpoints, state_path = run.checkpoints, run.training_state
-    if resume and not state_path.exists():
+    state = _check_request(run, config, resume, overwrite)
+    strategy = strategy_for(distribution)
+    data = _prepare_data(data_dir, config, skip_bad, strategy.writer, log)
+    strategy.start(config.batch_size, log)
+    steps = strategy.steps_per_epoch(len(data.train_idx), config.batch_size)
+    model, state = _build_or_resume(run, config, state, steps, log)
+    run_config = _run_config(config, data_dir, data, model)
+    if state["epoch"] and strategy.writer:
+        _sync(state, run, run_config, heal=True)  # a kill between the last commit and its sync is healed here
+    elif overwrite and strategy.writer:
+        _forget_previous_run(run.checkpoints)
+    scorer = strategy.scorer(model, lambda: _build_model(config))
+    log(f"training on {len(data.train_idx)} frames, validating on {len(data.val_idx)}; "
+        f"{model.count_params():,} parameters")
+    validation = Validation(stream_dataset(data.frames, data.val_idx, config.batch_size, shuffle=False), scorer,
+                            config.n_classes)
+    committer = EpochCommitter(run, config, run_config, strategy, model, state, validation, log)
+    if committer.more_epochs():
+        progress = EpochProgress(steps, config.epochs, config.batch_size, verbose, log)
+        _fit(committer, strategy.train_dataset(data.frames, data.train_idx, config), steps, progress)
+    return committer.result()
+
+
+@contextlib.contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy ``name`` while inside, float32 after it.
+
+    The layers built inside keep their policy; nothing built later in this process inherits it.
+    """
+    import keras
+
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _check_request(run: RunDir, config: TrainConfig, resume: bool, overwrite: bool) -> dict | None:
+    """Refuse what cannot be done, before any work; the state a resume continues from (None: a new run)."""
+    if resume and not run.training_state.exists():
         raise UserError(f"{run.path}: nothing to resume (no checkpoint/state.json); run without --resume")
-    if not resume and not overwrite and (state_path.exists() or run.model.exists()):
+    if not resume and not overwrite and (run.training_state.exists() or run.model.exists()):
         raise UserError(f"{run.path}: already holds a training run; pass --resume to continue or --force to start over")
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise UserError("--epochs and --batch-size must be ≥ 1 and --learning-rate > 0")
-    state = None
-    if resume:
-        state = read_training_state(state_path)
-        if not config.same_run(state.get("config")):
-            raise UserError(f"{state_path}: the run was trained with {state.get('config')}; resume with the same options")
+    return _resumed_state(run, config) if resume else None
+
+
+def _resumed_state(run: RunDir, config: TrainConfig) -> dict:
+    """checkpoint/state.json, checked, of a run trained with the options of ``config``."""
+    state = read_training_state(run.training_state)
+    if not config.same_run(state.get("config")):
+        raise UserError(f"{run.training_state}: the run was trained with {state.get('config')}; "
+                        f"resume with the same options")
+    return state
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The checked frames of a data folder and their seeded split into training and validation frames."""
+
+    frames: DataIndex
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+    @property
+    def val_stems(self) -> list[str]:
+        """The validation frames' names (config.json: export and pack validate on frames not trained on)."""
+        return [self.frames.stems[i] for i in self.val_idx]
+
+
+def _prepare_data(data_dir: str | Path, config: TrainConfig, skip_bad: bool, writer: bool,
+                  log: Callable[[str], None]) -> TrainingData:
+    """Check the frames (or reuse the stored check), say what was found, split them by the seed."""
+    from exporter.data.carla import split_indices
+    from exporter.data.index import index_dataset
 
     # Checked once (every frame decoded, in parallel; reused from DATA_DIR/.unet-index.json when the files
     # are unchanged), then streamed from disk: nothing holds the data set in memory.
@@ -374,149 +440,193 @@ def train(
                                          f"checked in {time.perf_counter() - started:.1f}s"))
     if frames.skipped:
         log(f"skipped {len(frames.skipped)} bad file(s)")
-    train_idx, val_idx = split_indices(len(frames), config.val_split, config.seed)
-    val_stems = [frames.stems[i] for i in val_idx]
+    return TrainingData(frames, *split_indices(len(frames), config.val_split, config.seed))
 
-    if distribution.active:
-        import keras
 
-        _, where = distributed.start(distribution, config.batch_size)
-        log(f"training on Keras {keras.__version__} / {keras.backend.backend()}: {where}")
-    else:
-        from exporter.tf_quiet import announce
+def _build_or_resume(run: RunDir, config: TrainConfig, state: dict | None, steps: int,
+                     log: Callable[[str], None]) -> tuple[keras.Model, dict]:
+    """The compiled model and the committed state to train from: a resumed run's last checkpoint and state,
+    or a new seeded U-Net and an empty state."""
+    if state is not None:
+        return _load_checkpoint(run, state, log), state
+    return _new_model(config, steps), _new_state(config)
 
-        announce(log)
+
+def _load_checkpoint(run: RunDir, state: dict, log: Callable[[str], None]) -> keras.Model:
+    """The last committed checkpoint, with its optimizer; a missing or damaged one is a UserError naming it."""
     import keras
 
+    last = run.checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
+    try:
+        model = keras.saving.load_model(last, compile=True, safe_mode=True)
+    except Exception as exc:
+        raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
+    log(f"resuming {run.path} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
+    return model
+
+
+def _new_model(config: TrainConfig, steps: int) -> keras.Model:
+    """A new U-Net from the run's seed, compiled: Adam, sparse cross-entropy on logits, pixel accuracy."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    model = _build_model(config)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate_schedule(config, steps)),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def _build_model(config: TrainConfig) -> keras.Model:
+    """The seed U-Net ``config`` describes, under its precision policy."""
     from exporter.model import build_unet
 
-    if distribution.active:  # every global batch full, so that it splits evenly over the devices
-        steps = len(train_idx) // config.batch_size
-        if steps == 0:
-            raise UserError(f"--batch-size {config.batch_size} is larger than the {len(train_idx)} training frames")
-    else:
-        steps = -(-len(train_idx) // config.batch_size)
-    if state is not None:
-        last = checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
-        try:
-            model = keras.saving.load_model(last, compile=True, safe_mode=True)
-        except Exception as exc:  # a missing or damaged checkpoint is the folder's problem: say which file
-            raise UserError(f"{last}: cannot resume from this checkpoint ({exc.__class__.__name__})") from None
-        log(f"resuming {run.path} after epoch {state['epoch']} (best val mIoU {state['best_val_miou']:.4f})")
-    else:
-        keras.utils.set_random_seed(config.seed)
-        keras.mixed_precision.set_global_policy(config.precision)
-        try:
-            model = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
-        finally:  # the layers keep their policy; nothing built later in this process inherits it
-            keras.mixed_precision.set_global_policy("float32")
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate_schedule(config, steps)),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
-            jit_compile=config.jit_compile,
-        )
-        state = {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
-                 "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
-    run_config = {
-        **asdict(config), "input_size": list(config.input_size), "data_dir": str(Path(data_dir).resolve()),
-        "class_names": class_names(config.n_classes), "n_train": len(train_idx), "n_val": len(val_idx),
-        "parameters": int(model.count_params()), "val_stems": val_stems,
-    }
-    if state["epoch"] and writer:
-        _sync(state, run, run_config, heal=True)  # a kill between the last commit and its sync is healed here
-    elif overwrite and writer:
-        _forget_previous_run(checkpoints)
-    scorer = model
-    if distribution.active:  # every worker scores the validation frames alone, on a local copy of the weights
-        with distributed.local_scope():
-            keras.mixed_precision.set_global_policy(config.precision)
-            try:
-                scorer = build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
-            finally:
-                keras.mixed_precision.set_global_policy("float32")
-    log(f"training on {len(train_idx)} frames, validating on {len(val_idx)}; "
-        f"{model.count_params():,} parameters")
+    with precision_policy(config.precision):
+        return build_unet((*config.input_size, 3), config.n_filters, config.n_classes, config.dropout)
 
-    def commit(epoch: int, logs: dict, seconds: float) -> None:
+
+def _new_state(config: TrainConfig) -> dict:
+    """The state of a run before its first commit."""
+    return {"epoch": 0, "best_epoch": 0, "best_val_miou": -1.0, "best_val_pixel_accuracy": 0.0,
+            "history": [], "config": config.identity(), "last_checkpoint": None, "best_checkpoint": None}
+
+
+def _run_config(config: TrainConfig, data_dir: str | Path, data: TrainingData, model: keras.Model) -> dict:
+    """config.json: the options, the data and its split, the model's size."""
+    return {
+        **asdict(config), "input_size": list(config.input_size), "data_dir": str(Path(data_dir).resolve()),
+        "class_names": class_names(config.n_classes), "n_train": len(data.train_idx), "n_val": len(data.val_idx),
+        "parameters": int(model.count_params()), "val_stems": data.val_stems,
+    }
+
+
+@dataclass
+class Validation:
+    """The validation frames and the model that scores them: the trained one, or a copy of its weights."""
+
+    batches: Any
+    scorer: keras.Model
+    n_classes: int
+
+    def scores(self, model: keras.Model) -> dict:
+        """``evaluate`` with ``model``'s current weights."""
+        if self.scorer is not model:
+            self.scorer.set_weights(model.get_weights())
+        return evaluate(self.scorer, self.batches, self.n_classes)
+
+
+class EpochCommitter:
+    """A run's commits: score each epoch, save its checkpoint, commit state.json, bring the run in line with
+    it, decide whether to stop."""
+
+    def __init__(self, run: RunDir, config: TrainConfig, run_config: dict, strategy: SingleDevice | DataParallel,
+                 model: keras.Model, state: dict, validation: Validation, log: Callable[[str], None]):
+        self.run, self.config, self.run_config, self.strategy = run, config, run_config, strategy
+        self.model, self.state, self.validation, self.log = model, state, validation, log
+        self.stopping = _Stopping(config, log)
+
+    def more_epochs(self) -> bool:
+        """Whether to train on: epochs are left and no earlier epoch reached the target."""
+        return self.state["epoch"] < self.config.epochs and not self.stopping.reached(self.state["best_val_miou"])
+
+    def commit(self, epoch: int, logs: dict, seconds: float) -> None:
         """Score the epoch on the validation frames, save its checkpoint, commit, bring the run in line."""
-        nonlocal state
-        if scorer is not model:
-            scorer.set_weights(model.get_weights())
-        scores = evaluate(scorer, val_ds, config.n_classes)
-        row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "pixel_accuracy": float(logs["pixel_accuracy"]),
-               **scores, "epoch_seconds": seconds, "images_per_second": len(train_idx) / seconds}
-        log(epoch_line(row, config.epochs))
+        row = self.history_row(epoch, logs, seconds)
+        self.log(epoch_line(row, self.config.epochs))
         # Each epoch's weights go to a file of their own; state.json then names the last and the best ones
         # (the commit point); only after it are config.json, model.keras and history.csv brought in line.
         # A kill before the commit leaves the previous epoch's state; a kill after it, before the sync
         # ends, leaves model.keras at the previous best (a whole, loadable file) until --resume syncs it.
         name = f"epoch_{epoch + 1:04d}.keras"
-        if writer:
-            save_keras_atomic(model, checkpoints / name)
-        elif distribution.active:  # saving gathers the weights from every process: all take part, one keeps it
-            import tempfile
+        self.strategy.save_checkpoint(self.model, self.run.checkpoints / name, save_keras_atomic)
+        self.state = _next_state(self.state, row, name)
+        if self.strategy.writer:  # the chief alone writes: every worker holds the same state in memory
+            write_json_atomic(self.run.training_state, self.state)
+            _sync(self.state, self.run, self.run_config)
+        self.stopping.after_epoch(row, self.model)
+        self.strategy.after_epoch_stop(self.model)
 
-            with tempfile.TemporaryDirectory(prefix="unet-worker-") as scratch:
-                model.save(Path(scratch) / name)
-        state = {**state, "history": [*state["history"], row], "epoch": epoch + 1, "last_checkpoint": name}
-        if row["val_miou"] > state["best_val_miou"]:
-            state.update(best_epoch=epoch + 1, best_val_miou=row["val_miou"],
-                         best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=name)
-        if writer:  # the chief alone writes: every worker holds the same state in memory
-            write_json_atomic(state_path, state)
-            _sync(state, run, run_config)
-        stopping.after_epoch(row, model)
-        if distribution.workers > 1:  # the chief's decision (its clock, its scores) holds for every worker
-            model.stop_training = distributed.agree(bool(model.stop_training))
+    def history_row(self, epoch: int, logs: dict, seconds: float) -> dict:
+        """The epoch's row: Keras' training numbers, the validation scores, the time it took."""
+        scores = self.validation.scores(self.model)
+        return {"epoch": epoch + 1, "loss": float(logs["loss"]), "pixel_accuracy": float(logs["pixel_accuracy"]),
+                **scores, "epoch_seconds": seconds, "images_per_second": self.run_config["n_train"] / seconds}
 
-    progress = EpochProgress(steps, config.epochs, config.batch_size, verbose if log_enabled else 0, log)
+    def result(self) -> TrainResult:
+        """What the run made, from its last committed state."""
+        state, history = self.state, self.state["history"]
+        return TrainResult(
+            run_dir=self.run.path, model_path=self.run.model, best_epoch=state["best_epoch"],
+            best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
+            images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
+            history=history, stopped=self.stopping.reason,
+        )
+
+
+def _next_state(state: dict, row: dict, checkpoint: str) -> dict:
+    """``state`` after the epoch of ``row``, saved as ``checkpoint``, is committed."""
+    state = {**state, "history": [*state["history"], row], "epoch": row["epoch"], "last_checkpoint": checkpoint}
+    if row["val_miou"] > state["best_val_miou"]:
+        state.update(best_epoch=row["epoch"], best_val_miou=row["val_miou"],
+                     best_val_pixel_accuracy=row["val_pixel_accuracy"], best_checkpoint=checkpoint)
+    return state
+
+
+@functools.cache
+def epoch_commit_class() -> type:
+    """``EpochCommit``, the Keras callback that commits each epoch: made once, on first use, so that importing
+    this module imports no Keras."""
+    import keras
 
     class EpochCommit(keras.callbacks.Callback):
+        """Within each epoch the progress; at its end the commit."""
+
+        def __init__(self, progress: EpochProgress, committer: EpochCommitter):
+            super().__init__()
+            self.progress, self.committer = progress, committer
+            self.started = 0.0
+
         def on_epoch_begin(self, epoch, logs=None):
             self.started = time.perf_counter()
-            progress.begin(epoch)
+            self.progress.begin(epoch)
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
-            progress.step(batch + 1, None if loss is None else float(loss))
+            self.progress.step(batch + 1, None if loss is None else float(loss))
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = time.perf_counter() - self.started
-            progress.end()
-            commit(epoch, logs or {}, seconds)
+            self.progress.end()
+            self.committer.commit(epoch, logs or {}, seconds)
 
-    val_ds = stream_dataset(frames, val_idx, config.batch_size, shuffle=False)
-    stopping = _Stopping(config, log)
-    if state["epoch"] < config.epochs and not stopping.reached(state["best_val_miou"]):
-        # One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data
-        # iterator per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
-        if distribution.active:
-            train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed,
-                                      repeat=True, drop_remainder=True)
-        else:
-            train_ds = stream_dataset(frames, train_idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
-        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # Keras' own default, on JAX
-        try:
-            model.fit(train_ds, epochs=config.epochs, initial_epoch=state["epoch"], steps_per_epoch=steps,
-                      verbose=0, shuffle=False, callbacks=[EpochCommit()])
-        except Exception as exc:
-            changed = next((line for line in str(exc).splitlines() if CHANGED_SINCE_CHECK in line), None)
-            if changed:  # a frame damaged after the data check: say which, as the check would have
-                raise UserError(changed.split(f"{CHANGED_SINCE_CHECK}: ", 1)[-1].strip()
-                                + f" ({CHANGED_SINCE_CHECK}; run `unet-export data check`)") from None
-            if distribution.workers > 1 and distributed.lost_worker(exc):
-                raise UserError(f"another worker stopped (its connection dropped) after epoch {state['epoch']} was "
-                                f"committed; restart every worker with --resume") from None
+    return EpochCommit
+
+
+def _fit(committer: EpochCommitter, train_ds: Any, steps: int, progress: EpochProgress) -> None:
+    """Train the epochs left, committing each; a failed step that has a known cause is a one-line UserError.
+
+    One fit over a repeated data set, committing in a callback: a fit per epoch destroys a tf.data iterator
+    per epoch, which blocked for seconds while training (benchmarks/RESULTS.md).
+    """
+    from exporter.data.index import CHANGED_SINCE_CHECK
+
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")  # Keras' own default, on JAX
+    try:
+        committer.model.fit(train_ds, epochs=committer.config.epochs, initial_epoch=committer.state["epoch"],
+                            steps_per_epoch=steps, verbose=0, shuffle=False,
+                            callbacks=[epoch_commit_class()(progress, committer)])
+    except Exception as exc:
+        changed = next((line for line in str(exc).splitlines() if CHANGED_SINCE_CHECK in line), None)
+        if changed:  # a frame damaged after the data check: say which, as the check would have
+            raise UserError(changed.split(f"{CHANGED_SINCE_CHECK}: ", 1)[-1].strip()
+                            + f" ({CHANGED_SINCE_CHECK}; run `unet-export data check`)") from None
+        error = committer.strategy.translate_fit_error(exc, committer.state["epoch"])
+        if error is None:
             raise
-
-    history = state["history"]
-    return TrainResult(
-        run_dir=run.path, model_path=run.model, best_epoch=state["best_epoch"],
-        best_val_miou=state["best_val_miou"], best_val_pixel_accuracy=state["best_val_pixel_accuracy"],
-        images_per_second=float(np.median([r["images_per_second"] for r in history])) if history else 0.0,
-        history=history, stopped=stopping.reason,
-    )
+        raise error from None
 
 
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):

@@ -135,8 +135,7 @@ def tiny_artifacts(tiny_run, tmp_path_factory) -> dict:
     import keras
     import onnx
 
-    from exporter.export.calibration import select_calibration
-    from exporter.export.modes import ExportSpec
+    from exporter.contracts.export_spec import ExportSpec
     from exporter.export.onnx_export import convert_onnx
     from exporter.export.tflite_export import convert_tflite
 
@@ -164,9 +163,9 @@ def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
     """A copy of the tiny run (its own manifest) with a few artifacts exported and packed."""
     import shutil
 
+    from exporter.contracts.export_spec import ExportSpec
     from exporter.export.api import ExportContext
-    from exporter.export.modes import ExportSpec
-    from exporter.pack_builder import build_pack
+    from exporter.pack_builder import PackContents, build_pack
 
     run = tmp_path_factory.mktemp("bench") / "run"
     run.mkdir()
@@ -178,8 +177,19 @@ def exported_run(tiny_run: Path, blocks_dir, tmp_path_factory):
                calibration_samples=20)
     ctx.export(ExportSpec("onnx"), run / "unet_fp32.onnx")
     pack = run.parent / "tiny.pack"
-    build_pack(run, blocks_dir, pack, frames=6, context=ctx, include_keras=True)
+    build_pack(run, blocks_dir, pack, PackContents(frames=6, include_keras=True), context=ctx)
     return run, pack
+
+
+def select_calibration(images: np.ndarray, masks: np.ndarray, count: int, seed: int = 0):
+    """Calibration frames picked from in-memory masks (the library picks from the data check's histograms):
+    ``count`` frames so that every class present in ``masks`` is seen, rarest classes first."""
+    from exporter.export.calibration import CalibrationSet, balanced_pick
+
+    n_classes = int(masks.max()) + 1
+    has_class = np.stack([np.bincount(m.ravel(), minlength=n_classes) > 0 for m in masks])  # N × C
+    chosen, classes, covered = balanced_pick(has_class, count, seed)
+    return CalibrationSet(images[chosen], tuple(chosen), tuple(classes), tuple(covered))
 
 
 def mediapipe_category_mask(model_path: str, image: np.ndarray) -> np.ndarray:

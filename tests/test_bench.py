@@ -105,13 +105,15 @@ def test_hostile_or_broken_packs_are_refused(exported_run, tmp_path):
     pickled = _rewrite(pack, tmp_path / "pickle.pack", lambda n, d: d)
     with zipfile.ZipFile(pickled, "a") as z:
         z.writestr("artifacts/payload.pkl", b"\x80\x04K\x01.")
-    overwritten = tmp_path / "overwritten.pack"  # 16 bytes overwritten mid-member: zlib.error, not a traceback
+    overwritten = tmp_path / "overwritten.pack"  # 16 bytes of a member overwritten: zlib.error, not a traceback
     data = bytearray(pack.read_bytes())
     with zipfile.ZipFile(pack) as z:
         info = z.getinfo("pack.json")  # a small deflated member: the damage breaks the stream itself
     name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
-    middle = info.header_offset + 30 + name_length + extra_length + info.compress_size // 2
-    data[middle:middle + 16] = b"\xff" * 16  # 0xff: a deflate block type that does not exist
+    start = info.header_offset + 30 + name_length + extra_length
+    # 0xff where the stream begins: its first block header says block type 3, which does not exist (damage in the
+    # middle of the stream fails the same way or as a bad CRC, depending on what the member holds)
+    data[start:start + 16] = b"\xff" * 16
     overwritten.write_bytes(bytes(data))
     cases = {truncated: "truncated or corrupt", tampered: "does not match its sha256",
              escape: r"not allowed \(path escape", pickled: "disagree with pack.json",
@@ -248,7 +250,7 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 
 
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.bench", "exporter.runtimes", "exporter.contracts", "exporter.metrics",
-               "exporter.budget", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
+               "exporter.drift", "exporter.parameters", "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
                "exporter.figures")
 
 

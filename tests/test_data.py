@@ -4,8 +4,8 @@ from click.testing import CliRunner
 
 from conftest import write_carla
 from exporter.cli.main import cli
-from exporter.data.carla import load_frames, split_indices
-from exporter.data.index import INDEX_FILE, index_dataset, stream_dataset
+from exporter.data.carla import split_indices
+from exporter.data.index import INDEX_FILE, index_dataset, load_frames, stream_dataset
 from exporter.errors import UserError
 
 

@@ -179,7 +179,7 @@ def fuzz(name: str, root: Path, make_trial, run_trial) -> None:
 @pytest.fixture(scope="module")
 def fuzz_run(exported_run, tmp_path_factory) -> tuple[Path, Path]:
     """A run folder with one tflite artifact (and eval.npz), and a pack of it without model.keras."""
-    from exporter.pack_builder import build_pack
+    from exporter.pack_builder import PackContents, build_pack
 
     source, _ = exported_run
     run = tmp_path_factory.mktemp("fuzz") / "run"
@@ -190,7 +190,7 @@ def fuzz_run(exported_run, tmp_path_factory) -> tuple[Path, Path]:
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] == "unet_fp32.tflite"]
     (run / "manifest.json").write_text(json.dumps(manifest))
     pack = run.parent / "one.pack"
-    build_pack(run, None, pack, frames=4, include_keras=False)
+    build_pack(run, None, pack, PackContents(frames=4))
     return run, pack
 
 

@@ -115,15 +115,18 @@ def _installed(module: str) -> bool:
 @pytest.mark.skipif(not _installed("jax"), reason="jax is not installed (pip install jax)")
 def test_keras_jax_backend_runs_the_same_file_on_the_cpu_and_says_so(packed, tmp_path):
     """The light route: KERAS_BACKEND=jax, no TensorFlow in the worker, same .keras file, same answers."""
-    spec = {"artifact_path": str(_file(packed, "model.keras")), "artifact": "model.keras", "format": "keras",
-            "precision": "fp32", "runtime": "keras", "threads": None, "batch_sizes": [1], "warmup": 1,
-            "min_runs": 2, "min_seconds": 0.0, "eval_path": str(packed.eval_path)}
+    from exporter.bench.worker import Timing, WorkerJob
+    from exporter.contracts.bench_json import BenchRow
+
     rows = {}
     for device in ("cpu", "gpu"):
+        identity = BenchRow(artifact="model.keras", status="failed", format="keras", precision="fp32",
+                            runtime="keras", device=device)
+        job = WorkerJob(str(_file(packed, "model.keras")), identity, (1,), Timing(1, 2, 0.0), str(packed.eval_path))
         env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
         # the worker must not need TensorFlow at all: block it
         code = ("import sys; sys.modules['tensorflow'] = None; from exporter.bench import worker; worker.main()")
-        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps({**spec, "device": device}),
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(job.to_dict()),
                               capture_output=True, text=True, timeout=300, env=env)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("UNET_BENCH_RESULT ")]
         assert lines, proc.stderr[-2000:]

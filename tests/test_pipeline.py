@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from exporter.bench.runner import BenchSettings
 from exporter.cli.main import cli
-from exporter.export.modes import ExportSpec
+from exporter.contracts.export_spec import ExportSpec
 from exporter.pipeline import PipelineOptions, run_pipeline
 from exporter.train import TrainConfig
 

@@ -56,8 +56,8 @@ def test_report_lists_every_quantized_layer_with_finite_numbers(tiny_run, blocks
 
 
 def test_auto_fallback_finds_the_fragile_layer_and_records_it(fragile_run, blocks_dir):
+    from exporter.contracts.export_spec import ExportSpec
     from exporter.export.api import ExportContext
-    from exporter.export.modes import ExportSpec
 
     ctx = ExportContext.open(fragile_run / "model.keras", blocks_dir, 8, log=None)
     full = ctx.validate(ctx.write_unrecorded(ExportSpec("tflite", "int8"), fragile_run / "probe.tflite", 20))

@@ -99,22 +99,22 @@ def int8_error_bound(name: str) -> float:
 @pytest.mark.parametrize("name", INT8_RUNTIMES)
 def test_int8_uint8_io_model_is_close_to_keras(artifacts, name):
     runtime = loaded(name, artifacts, "int8.tflite")
-    inp, out = runtime.input_details(), runtime.output_details()
-    assert inp["dtype"] == "uint8" and inp["scale"] == pytest.approx(1 / 255) and inp["zero_point"] == 0
-    assert out["dtype"] == "uint8" and out["scale"] > 0 and out["kind"] == "logits"
+    inp, out = runtime.loaded.input, runtime.loaded.output
+    assert inp.dtype == "uint8" and inp.scale == pytest.approx(1 / 255) and inp.zero_point == 0
+    assert out.dtype == "uint8" and out.scale > 0 and out.kind == "logits" and out.quantized
     if name == "openvino":  # f32 everywhere: the quantized parts still run in int8
         assert runtime.info()["precision"] == "f32" and runtime.info()["quantized_graph"] is True
     reference, bound = artifacts["reference"], int8_error_bound(name)
     for batch in (1, 3):
         logits = runtime.predict(artifacts["frames"][:batch])
         assert logits.shape == (batch, SIZE, SIZE, CLASSES) and logits.dtype == np.float32
-        steps = np.abs(logits - reference[:batch]) / out["scale"]  # error in output quantization steps
+        steps = np.abs(logits - reference[:batch]) / out.scale  # error in output quantization steps
         assert np.mean(steps) < 1 and steps.max() < bound, (int8_dot_product(), np.mean(steps), steps.max())
         if bound > 6 and steps.max() >= 6:  # visible in the summary, not a failure: see int8_error_bound
             warnings.warn(f"{name} int8 on a CPU without VNNI ({int8_dot_product()}): max error "
                           f"{steps.max():.1f} output steps (6 with VNNI), mean {np.mean(steps):.2f}", stacklevel=1)
         same = np.argmax(logits, -1) == artifacts["classes"][:batch]
-        decisive = artifacts["margin"][:batch] > 6 * out["scale"]  # Keras top-2 gap over 6 output steps
+        decisive = artifacts["margin"][:batch] > 6 * out.scale  # Keras top-2 gap over 6 output steps
         assert decisive.sum() > 100, "the tiny model must have clear-cut pixels"
         assert np.mean(same) > 0.95 and np.mean(same[decisive]) > 0.99, (np.mean(same), np.mean(same[decisive]))
 
@@ -162,7 +162,7 @@ def test_openvino_reads_tflite_io_quantization_from_the_flatbuffer(artifacts):
 @pytest.mark.parametrize("name", ["litert", "openvino"])
 def test_argmax_model_returns_the_class_map(artifacts, name):
     runtime = loaded(name, artifacts, "argmax.tflite")
-    assert runtime.output_details()["kind"] == "class_map"
+    assert runtime.loaded.output.kind == "class_map"
     for batch in (1, 3):
         class_map = runtime.predict(artifacts["frames"][:batch])
         assert class_map.shape == (batch, SIZE, SIZE) and class_map.dtype.kind in "iu"
@@ -276,3 +276,54 @@ def test_adapters_run_without_tensorflow(artifacts):
     tolerance = fp32_tolerance(artifacts["reference"])
     assert result["diff"]["litert"] <= tolerance and result["diff"]["onnxruntime"] <= tolerance
     assert result["tensorflow_loaded"] is False
+
+
+ADAPTER = '''
+"""Two adapters in one dropped-in file: ONNX Runtime under another name, and one whose runtime is missing."""
+from exporter.runtimes.base import register
+from exporter.runtimes.onnxruntime_rt import OnnxRuntime
+
+
+@register
+class OrtTwin(OnnxRuntime):
+    name = "ort_twin"
+    order = 35
+    extra = "ort-twin"
+
+
+@register
+class Absent(OnnxRuntime):
+    name = "absent_rt"
+    modules = ("a_module_that_is_not_installed",)
+    distributions = ("numpy",)
+    order = 5
+'''
+
+
+def test_a_runtime_is_one_file_dropped_in(exported_run, tmp_path):
+    """No other file edited: the bench plans it in its order, runs it, reports its version, hints its install."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "dropped_in_rt.py").write_text(ADAPTER)
+    env = dict(os.environ, UNET_RUNTIME_PATH=str(plugins))
+    code = ("from exporter.runtimes import runtime_names; from exporter.bench.environment import runtime_versions; "
+            "v = runtime_versions(); print(runtime_names(), v['ort_twin'] == v['onnxruntime'], 'absent_rt' in v)")
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert names.stdout.split("] ")[0] + "]" == str(["absent_rt", "keras", "litert", "onnxruntime", "ort_twin",
+                                                       "openvino"])
+    assert names.stdout.split("] ")[1].split() == ["True", "True"]
+    bench = [sys.executable, "-m", "exporter.cli.bench", "run"]
+    help_text = subprocess.run([*bench, "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    assert "absent_rt, keras, litert, onnxruntime, ort_twin, openvino" in " ".join(help_text.split())
+    out = tmp_path / "bench.json"
+    run = subprocess.run([*bench, str(exported_run[0]), "--runtimes", "absent_rt,ort_twin", "--warmup", "0",
+                          "--min-runs", "1", "--min-seconds", "0", "--threads", "1", "--json", str(out)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "absent_rt: a_module_that_is_not_installed is not installed, skipping its 1 row (pip install " \
+           "'unet-export[absent_rt]' to bench it)" in run.stdout
+    rows = {(r["artifact"], r["runtime"]): r for r in json.loads(out.read_text())["results"]}
+    assert rows[("unet_fp32.onnx", "ort_twin")]["status"] == "ok"
+    assert rows[("unet_fp32.onnx", "ort_twin")]["accuracy"]["agreement_vs_reference"] > 0.999
+    assert rows[("unet_fp32.onnx", "absent_rt")]["status"] == "skipped"
+    assert not [key for key in rows if key[0].endswith(".tflite")]  # neither reads TFLite

@@ -46,7 +46,7 @@ def models(tiny_artifacts) -> dict[str, bytes]:
     import tensorflow as tf
     from tensorflow.lite.python import util as tflite_util
 
-    from exporter.export.modes import ExportSpec
+    from exporter.contracts.export_spec import HEAD, ExportSpec
     from exporter.export.tflite_export import convert_tflite
 
     folder, model, calibration = tiny_artifacts["dir"], tiny_artifacts["model"], tiny_artifacts["calibration"]
@@ -55,7 +55,7 @@ def models(tiny_artifacts) -> dict[str, bytes]:
         "fp32": (folder / "fp32.tflite").read_bytes(),
         "int8_uint8_out": (folder / "int8.tflite").read_bytes(),
         "int8_int8_out": bytes(tflite_util.modify_model_io_type(int8_float_io, tf.uint8, tf.int8)),
-        "int8_float32_out": convert_tflite(model, ExportSpec("tflite", "int8", io="uint8", float_head=True),
+        "int8_float32_out": convert_tflite(model, ExportSpec("tflite", "int8", io="uint8", float_scope=HEAD),
                                            calibration),
         "argmax_fp32": (folder / "argmax.tflite").read_bytes(),
     }

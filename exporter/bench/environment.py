@@ -11,10 +11,6 @@ from exporter.runtimes.base import distribution_version
 
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
                      "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "neon")
-RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",),
-                    "litert": ("ai-edge-litert",), "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-                    "openvino": ("openvino",), "jax": ("jax",), "onnxruntime-ep-webgpu": ("onnxruntime-ep-webgpu",),
-                    "numpy": ("numpy",)}
 
 
 def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
@@ -94,6 +90,15 @@ def gpus() -> list[str]:
     return names
 
 
+def runtime_versions() -> dict[str, str]:
+    """The installed version of every package a registered runtime names (read without importing it), and numpy."""
+    from exporter.runtimes import RUNTIMES, runtime_names
+
+    packages = {key: names for name in runtime_names() for key, names in RUNTIMES[name].packages().items()}
+    packages["numpy"] = ("numpy",)
+    return {key: version for key, names in packages.items() if (version := distribution_version(*names))}
+
+
 def describe(label: str | None = None) -> dict:
     """The environment block of a bench result."""
     cpu, flags = _cpuinfo()
@@ -107,7 +112,7 @@ def describe(label: str | None = None) -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "host": platform.node(),
-        "runtime_versions": {k: v for k, names in RUNTIME_PACKAGES.items() if (v := distribution_version(*names))},
+        "runtime_versions": runtime_versions(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if label:

@@ -12,14 +12,12 @@ from pathlib import Path
 
 from exporter.bench.environment import describe
 from exporter.bench.tables import fmt_ms, fmt_num
-from exporter.bench.worker import MARKER
+from exporter.bench.worker import MARKER, Timing, WorkerJob
 from exporter.contracts.bench_json import BenchResult, BenchRow
 from exporter.contracts.checks import ContractError
 from exporter.contracts.pack import BenchTarget, PackedArtifact
 from exporter.errors import UserError
 from exporter.runtimes.base import DEVICES
-
-RUNTIME_ORDER = ("keras", "litert", "onnxruntime", "openvino")
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,11 @@ class BenchSettings:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        from exporter.runtimes import RUNTIMES
+        from exporter.runtimes import RUNTIMES, runtime_names
 
         unknown = [r for r in self.runtimes or () if r not in RUNTIMES]
         if unknown:
-            raise UserError(f"unknown runtime(s) {', '.join(unknown)}; known: {', '.join(RUNTIMES)}")
+            raise UserError(f"unknown runtime(s) {', '.join(unknown)}; known: {', '.join(runtime_names())}")
         bad = [d for d in self.devices if d not in DEVICES]
         if bad or not self.devices:
             raise UserError(f"--devices: unknown device(s) {', '.join(bad) or '(none)'} ({', '.join(DEVICES)})")
@@ -52,23 +50,27 @@ class BenchSettings:
             raise UserError("--warmup ≥ 0, --min-runs ≥ 1, --min-seconds ≥ 0 and --timeout > 0")
 
     @property
+    def timing(self) -> Timing:
+        return Timing(self.warmup, self.min_runs, self.min_seconds)
+
+    @property
     def thread_counts(self) -> tuple[int, ...]:
         return self.threads or (os.cpu_count() or 1,)
 
 
 def plan(target: BenchTarget, runtimes: tuple[str, ...] | None = None) -> list[tuple[PackedArtifact, str]]:
-    """(artifact, runtime) pairs: each artifact on every requested runtime that reads its format."""
-    from exporter.runtimes import RUNTIMES
+    """(artifact, runtime) pairs: each artifact on every requested runtime (default: every registered one, in
+    their default order) that reads its format."""
+    from exporter.runtimes import runtimes_for
 
-    wanted = runtimes or RUNTIME_ORDER
-    return [(a, r) for a in target.artifacts for r in wanted if a.entry.format in RUNTIMES[r].formats]
+    return [(a, r) for a in target.artifacts for r in runtimes_for(a.entry.format, runtimes)]
 
 
-def run_worker(spec: dict, timeout: float) -> list[BenchRow] | str:
+def run_worker(job: WorkerJob, timeout: float) -> list[BenchRow] | str:
     """Run one worker process; its rows (checked against the contract), or the reason it produced none."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     try:
-        proc = subprocess.run([sys.executable, "-m", "exporter.bench.worker"], input=json.dumps(spec),
+        proc = subprocess.run([sys.executable, "-m", "exporter.bench.worker"], input=json.dumps(job.to_dict()),
                               capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return f"timed out after {timeout:.0f}s"
@@ -99,9 +101,8 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
     for runtime, missing in missing_runtimes.items():
         if missing:  # one line per runtime not installed here, not one per artifact
             count = sum(1 for job in jobs if job[1] == runtime) * len(settings.batch_sizes)
-            hint = "unet-export[host]" if runtime == "keras" else f"unet-export[{runtime}]"
             progress(f"{runtime}: {missing}, skipping its {count} row{'s' if count != 1 else ''} "
-                     f"(pip install '{hint}' to bench it)")
+                     f"({RUNTIMES[runtime].install_hint()} to bench it)")
     for number, (artifact, runtime, device, n_threads) in enumerate(jobs, 1):
         where = f"[{number}/{len(jobs)}] {artifact.name} on {runtime}/{device}" + (
             f" threads={n_threads}" if n_threads else "")
@@ -114,12 +115,10 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
         else:
             progress(f"{where} …")
             preview = work_dir / "previews" / f"{artifact.name}.{runtime}.{device}.{n_threads or 'default'}.npz"
-            spec = {"artifact_path": str(artifact.file), "artifact": artifact.name, "format": entry.format,
-                    "precision": entry.precision, "size_bytes": entry.size_bytes, "runtime": runtime, "device": device,
-                    "threads": n_threads, "batch_sizes": list(settings.batch_sizes), "warmup": settings.warmup,
-                    "min_runs": settings.min_runs, "min_seconds": settings.min_seconds,
-                    "eval_path": str(target.eval_path), "preview_path": str(preview)}
-            outcome = run_worker(spec, settings.timeout)
+            job = WorkerJob(artifact_path=str(artifact.file), identity=identity,
+                            batch_sizes=settings.batch_sizes, timing=settings.timing,
+                            eval_path=str(target.eval_path), preview_path=str(preview))
+            outcome = run_worker(job, settings.timeout)
             if isinstance(outcome, str):
                 rows = [replace(identity, batch_size=b, reason=outcome) for b in settings.batch_sizes]
             else:

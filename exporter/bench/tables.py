@@ -11,8 +11,9 @@ import json
 import math
 from pathlib import Path
 
-from exporter.contracts.bench_json import LATENCY_STATS, SCORE_FIELDS, BenchResult, BenchRow, reference_row
+from exporter.contracts.bench_json import LATENCY_STATS, SCORE_FIELDS, BenchResult, BenchRow
 from exporter.contracts.checks import finite
+from exporter.drift import beyond_export, reference_of
 from exporter.fileio import write_json_atomic, write_text_atomic
 from exporter.text_table import align
 
@@ -85,7 +86,7 @@ def table_cells(row: BenchRow) -> list[str]:
 
 
 def budget_cells(verdict) -> list[str]:
-    """The 'mIoU drop' and 'budget' cells of a judged row (``exporter.bench.gate.Verdict`` or None)."""
+    """The 'mIoU drop' and 'budget' cells of a judged row (``exporter.drift.Verdict`` or None)."""
     if verdict is None:
         return ["-", "-"]
     drop = "-" if verdict.miou_drop is None else f"{verdict.miou_drop:.2f}"
@@ -132,7 +133,7 @@ def _measured_table(rows: list[BenchRow], verdicts: list | None, markdown: bool)
 def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
     """One aligned line per measured or failed row (after a header and a rule); '-' where a value is missing.
 
-    Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``gate.judge``, one per row)
+    Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``drift.judge``, one per row)
     adds the mIoU drop and budget columns.
     """
     return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows),
@@ -161,8 +162,6 @@ def device_lines(rows: list[BenchRow]) -> list[str]:
 
 def drift_notes(rows: list[BenchRow], int8_dot_product: str | None = None) -> list[str]:
     """One line for each row whose drift is far beyond the export-time validation of the same file."""
-    from exporter.bench.gate import beyond_export
-
     return [note for r in rows if (note := beyond_export(r, rows, int8_dot_product))]
 
 
@@ -224,14 +223,15 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts:
     """Environment summary, the results as a GitHub table, then failed rows with their reasons and skipped groups."""
     rows = list(bench.rows)
     parts = [f"# {title}", "", "## Environment", "", *(environment_lines(bench.environment) or ["- (none)"])]
-    reference = reference_row(rows)
-    if reference is not None:
-        parts.append(f"- reference (agreement is measured against): {reference.artifact} "
-                     f"on {reference.runtime}/{reference.device}")
+    reference = reference_of(bench)
+    if reference.row is not None:
+        parts.append(f"- Keras row: {reference.row.artifact} on {reference.row.runtime}/{reference.row.device}")
     stored = bench.reference or {}
     if bench.reference_miou is not None:
-        parts.append(f"- Keras reference outputs stored with the {stored.get('frames', '?')} evaluation frames: "
-                     f"mIoU {bench.reference_miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
+        parts.append(f"- reference (agreement and mIoU drop are measured against): {reference.source}: "
+                     f"mIoU {reference.miou:.4f}, pixel accuracy {fmt_num(stored.get('pixel_accuracy'), 4)}")
+    elif reference.miou is not None:
+        parts.append(f"- reference (mIoU drop is measured against): {reference.source}: mIoU {reference.miou:.4f}")
     parts += ["", "## Results", ""]
     parts.append(_measured_table(rows, verdicts, markdown=True))
     on_gpu = device_lines(rows)

@@ -1,6 +1,6 @@
 """One benchmark process: load one artifact in one runtime on one device, time it, score it.
 
-Run as ``python -m exporter.bench.worker`` with a JSON spec on stdin; prints one result line per batch size
+Run as ``python -m exporter.bench.worker`` with a ``WorkerJob`` as JSON on stdin; prints one result line per batch size
 after a marker, so that each runtime's threads and memory live and die in their own process.
 """
 
@@ -10,7 +10,7 @@ import json
 import resource
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,60 +48,101 @@ def _ran_as(info: dict) -> str | None:
     return f"int8 + {precision}" if info.get("quantized_graph") and precision else precision
 
 
-def run(spec: dict) -> list[BenchRow]:
-    """Measure one (artifact, runtime, device, threads) for each batch size in the spec."""
-    from exporter.runtimes import get_runtime
+@dataclass(frozen=True)
+class Timing:
+    """How long to measure: untimed warm-up calls, then both floors (runs and seconds)."""
+
+    warmup: int
+    min_runs: int
+    min_seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """One worker's job, sent as JSON on stdin: the artifact on one runtime, device and thread count
+    (``identity``: the row every result starts from), at each batch size."""
+
+    artifact_path: str
+    identity: BenchRow
+    batch_sizes: tuple[int, ...]
+    timing: Timing
+    eval_path: str
+    preview_path: str | None = None
+    preview_frames: int = 3
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "identity": self.identity.to_dict()}
+
+    def every_batch(self, status: str, reason: str | None = None) -> list[BenchRow]:
+        """One row per batch size saying why nothing was measured."""
+        return [replace(self.identity, batch_size=b, status=status, reason=reason) for b in self.batch_sizes]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> WorkerJob:
+        return cls(**{**data, "identity": BenchRow.from_dict(data["identity"], "job identity"),
+                      "batch_sizes": tuple(data["batch_sizes"]), "timing": Timing(**data["timing"])})
+
+
+def _load(job: WorkerJob, runtime, evaldata) -> float | list[BenchRow]:
+    """Cold start ms (load + first inference), or the rows that say why it did not run."""
     from exporter.runtimes.base import ModelLoadError, RuntimeUnavailable
 
-    base = BenchRow(artifact=spec["artifact"], status="failed", format=spec.get("format"),
-                    precision=spec.get("precision"), runtime=spec.get("runtime"), device=spec.get("device"),
-                    threads=spec.get("threads"), size_bytes=spec.get("size_bytes"))
-
-    def every_batch(status: str, reason: str | None = None) -> list[BenchRow]:
-        return [replace(base, batch_size=b, status=status, reason=reason) for b in spec["batch_sizes"]]
-
-    try:
-        runtime = get_runtime(spec["runtime"])
-    except ValueError as exc:
-        return every_batch("failed", str(exc))
-    identity = base = replace(base, runtime_version=runtime.version())
-    evaldata = load_eval(spec["eval_path"])
     started = time.perf_counter()
     try:
-        runtime.load(spec["artifact_path"], device=spec["device"], threads=spec.get("threads"))
+        runtime.load(job.artifact_path, device=job.identity.device, threads=job.identity.threads)
         runtime.predict(evaldata.images[:1])
     except RuntimeUnavailable as exc:
-        return every_batch("skipped", str(exc))
+        return job.every_batch("skipped", str(exc))
     except ModelLoadError as exc:
-        return every_batch("failed", str(exc))
+        return job.every_batch("failed", str(exc))
     except Exception as exc:  # a runtime that loads but cannot run the model: report it, go on
         first_line = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        return every_batch("failed", f"{exc.__class__.__name__}: {first_line}")
-    cold_start_ms = (time.perf_counter() - started) * 1000.0
-    info = runtime.info()
+        return job.every_batch("failed", f"{exc.__class__.__name__}: {first_line}")
+    return (time.perf_counter() - started) * 1000.0
 
+
+def _scores(job: WorkerJob, runtime, evaldata) -> tuple[metrics.SegmentationScores, str | None]:
+    """Accuracy on the evaluation frames against the stored Keras outputs; the preview maps' file name."""
     outputs = predict_in_batches(runtime.predict, evaldata.images)
     reference = evaldata.reference_logits.astype(np.float32)
     scores = metrics.score(evaldata.labels, outputs, evaldata.n_classes, reference=reference)
     class_map = metrics.to_class_map(outputs)
     scores = replace(scores, agreement_vs_reference=metrics.agreement(class_map, evaldata.reference_map))
-    preview = None
-    if spec.get("preview_path"):
-        preview = Path(spec["preview_path"])
-        preview.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(preview, maps=class_map[: spec.get("preview_frames", 3)].astype(np.uint8))
-    base = replace(base, cold_start_ms=cold_start_ms, accuracy=scores, providers=tuple(info.get("providers") or ()),
-                   inference_precision=_ran_as(info), preview_maps=preview.name if preview else None,
-                   fully_accelerated=info.get("fully_accelerated"), cpu_fallback_nodes=info.get("cpu_fallback_nodes"))
+    if not job.preview_path:
+        return scores, None
+    preview = Path(job.preview_path)
+    preview.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(preview, maps=class_map[: job.preview_frames].astype(np.uint8))
+    return scores, preview.name
 
+
+def run(job: WorkerJob) -> list[BenchRow]:
+    """Measure one (artifact, runtime, device, threads) for each batch size of the job."""
+    from exporter.runtimes import get_runtime
+
+    try:
+        runtime = get_runtime(job.identity.runtime)
+    except ValueError as exc:
+        return job.every_batch("failed", str(exc))
+    job = replace(job, identity=replace(job.identity, runtime_version=runtime.version()))
+    evaldata = load_eval(job.eval_path)
+    cold_start_ms = _load(job, runtime, evaldata)
+    if isinstance(cold_start_ms, list):
+        return cold_start_ms
+    info = runtime.info()
+    scores, preview = _scores(job, runtime, evaldata)
+    base = replace(job.identity, cold_start_ms=cold_start_ms, accuracy=scores,
+                   providers=tuple(info.get("providers") or ()), inference_precision=_ran_as(info),
+                   preview_maps=preview, fully_accelerated=info.get("fully_accelerated"),
+                   cpu_fallback_nodes=info.get("cpu_fallback_nodes"))
     rows = []
-    for batch_size in spec["batch_sizes"]:
+    for batch_size in job.batch_sizes:
         batch = np.resize(evaldata.images, (batch_size, *evaldata.images.shape[1:]))
         try:
-            samples = time_calls(lambda batch=batch: runtime.predict(batch), warmup=spec.get("warmup", 3),
-                                 min_runs=spec.get("min_runs", 20), min_seconds=spec.get("min_seconds", 2.0))
+            samples = time_calls(lambda batch=batch: runtime.predict(batch), warmup=job.timing.warmup,
+                                 min_runs=job.timing.min_runs, min_seconds=job.timing.min_seconds)
         except Exception as exc:  # e.g. a model that cannot be resized to this batch
-            rows.append(replace(identity, batch_size=batch_size, status="failed",
+            rows.append(replace(job.identity, batch_size=batch_size, status="failed",
                                 reason=f"batch {batch_size}: {exc.__class__.__name__}: {exc}"[:300]))
             continue
         rows.append(replace(base, batch_size=batch_size, status="ok", latency=Latency.from_values(samples),
@@ -112,8 +153,8 @@ def run(spec: dict) -> list[BenchRow]:
 
 
 def main() -> None:
-    spec = json.loads(sys.stdin.read())
-    for row in run(spec):
+    job = WorkerJob.from_dict(json.loads(sys.stdin.read()))
+    for row in run(job):
         sys.stdout.write(MARKER + json.dumps(row.to_dict()) + "\n")
     sys.stdout.flush()
 

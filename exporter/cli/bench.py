@@ -11,6 +11,7 @@ import click
 
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.errors import UserError
+from exporter.runtimes import runtime_names
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,7 +37,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("target", type=click.Path(exists=True))
 @click.option("--runtimes", callback=_csv_list(str), default=None,
-              help="Comma list of keras, litert, onnxruntime, openvino (default: all).")
+              help=f"Comma list of {', '.join(runtime_names())} (default: all, in that order).")
 @click.option("--devices", callback=_csv_list(str), default="cpu", show_default=True, help="cpu,gpu")
 @click.option("--threads", callback=_csv_list(int), default=None,
               help="Thread counts to try, comma list (default: all cores).")
@@ -64,16 +65,15 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     With --max-miou-drop/--min-agreement it is a release gate: the reports are written, then it exits 1
     naming every row outside the budget (or that failed to run). Skipped rows (runtime not installed) pass.
     """
-    from exporter.bench import gate
+    from exporter import drift
     from exporter.bench.runner import BenchSettings, run_bench
     from exporter.bench.tables import terminal_table, write_reports
-    from exporter.budget import Budget
     from exporter.contracts.evaldata import load_eval
     from exporter.contracts.pack import open_pack, open_run_dir
     from exporter.fileio import check_writable
     from exporter.runtimes.base import module_missing
 
-    budget = Budget(max_miou_drop, min_agreement)
+    budget = drift.Budget(max_miou_drop, min_agreement)
     if plots_dir:  # an optional dependency is checked before minutes of measuring, not after
         from exporter.figures.common import MISSING_MATPLOTLIB
 
@@ -93,7 +93,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
         path = Path(target)
         bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
         bench = run_bench(bench_target, work_dir, settings, progress=echo)
-        verdicts = gate.judge(bench, budget) if budget.is_set else None
+        verdicts = drift.judge(bench, budget) if budget.is_set else None
         echo(terminal_table(list(bench.rows), verdicts))
         for written in write_reports(bench, json_out, csv_out, markdown_out, verdicts=verdicts):
             echo(f"wrote {written}")
@@ -103,10 +103,10 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
             evaldata = load_eval(bench_target.eval_path)
             for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,
                                        evaldata.reference_map, maps_root=work_dir,
-                                       reference_miou=gate.reference_miou(bench), max_miou_drop=max_miou_drop):
+                                       max_miou_drop=max_miou_drop):
                 echo(f"wrote {written}")
         if budget.is_set:
-            gate.check(bench, budget)
+            drift.check(bench, budget)
             echo(f"every measured row is within the budget ({budget.describe()})")
     finally:
         if temp:

@@ -9,12 +9,36 @@ from pathlib import Path
 import click
 
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
+from exporter.contracts.export_spec import FORMAT_OPTIONS
 from exporter.errors import UserError
-from exporter.export.modes import ONNX_QUANTIZATIONS, IOType, Quantization, choices
-from exporter.pipeline import DEMO_TRAINING
+from exporter.parameters import (
+    CALIBRATION_SAMPLES,
+    EVAL_FRAMES,
+    INPUT_SIZE,
+    MAX_CLASSES,
+    N_CLASSES,
+    ONNX_OPSET,
+    ONNX_OPSETS,
+    REPORT_FRAMES,
+    SYNTH_COUNT,
+    VALIDATION_SAMPLES,
+    ArtifactFormat,
+    Int8Scheme,
+    IOType,
+    LRSchedule,
+    Quantization,
+    Strategy,
+    TrainPrecision,
+)
+from exporter.pipeline import DEMO_BENCH, DEMO_TRAINING, PipelineOptions
 from exporter.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+def _quantize_choices(fmt: ArtifactFormat) -> list[str]:
+    """The precisions ``--quantize`` takes for a format (fp32 is the default without it)."""
+    return Quantization.values(q for q in FORMAT_OPTIONS[fmt].quantizations if q is not Quantization.FP32)
+
 
 FLOAT_HEAD_HELP = ("With --quantize int8: keep the final 1×1 classifier conv in float (int8 elsewhere). "
                    "Recovers most of int8's mIoU loss at about the same speed; not for integer-only accelerators.")
@@ -33,9 +57,9 @@ def data() -> None:
 
 @data.command("synth")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--count", default=800, show_default=True, type=click.IntRange(min=1), help="Frames to write.")
+@click.option("--count", default=SYNTH_COUNT, show_default=True, type=click.IntRange(min=1), help="Frames to write.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed → byte-identical files.")
-@click.option("--size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
+@click.option("--size", nargs=2, type=int, default=INPUT_SIZE, show_default=True, metavar="H W",
               help="Frame size.")
 @click.option("--force", is_flag=True, help="Replace the frames of a folder that already holds some.")
 @handle_errors
@@ -52,9 +76,9 @@ def data_synth(out_dir: str, count: int, seed: int, size: tuple[int, int], force
 
 @data.command("check")
 @click.argument("data_dir", type=click.Path())
-@click.option("--n-classes", default=23, show_default=True, type=click.IntRange(2, 256),
+@click.option("--n-classes", default=N_CLASSES, show_default=True, type=click.IntRange(2, MAX_CLASSES),
               help="Classes; masks hold 8-bit class ids.")
-@click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W")
+@click.option("--input-size", nargs=2, type=int, default=INPUT_SIZE, show_default=True, metavar="H W")
 @click.option("--skip-bad", is_flag=True, help="Warn about bad files and go on instead of stopping.")
 @handle_errors
 def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_bad: bool) -> None:
@@ -93,12 +117,12 @@ def _model_options(defaults):
             click.option("--batch-size", default=defaults.batch_size, show_default=True, type=click.IntRange(min=1)),
             click.option("--learning-rate", default=defaults.learning_rate, show_default=True,
                          type=click.FloatRange(min=0, min_open=True), help="Adam's (peak) learning rate."),
-            click.option("--n-filters", default=32, show_default=True, type=click.IntRange(min=1)),
-            click.option("--input-size", nargs=2, type=int, default=(96, 128), show_default=True, metavar="H W",
-                         callback=_input_size, help="Model input; height and width divisible by 16."),
-            click.option("--n-classes", default=23, show_default=True, type=click.IntRange(2, 256),
-                         help="Classes; masks hold 8-bit class ids."),
-            click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=None,
+            click.option("--n-filters", default=defaults.n_filters, show_default=True, type=click.IntRange(min=1)),
+            click.option("--input-size", nargs=2, type=int, default=defaults.input_size, show_default=True,
+                         metavar="H W", callback=_input_size, help="Model input; height and width divisible by 16."),
+            click.option("--n-classes", default=defaults.n_classes, show_default=True,
+                         type=click.IntRange(2, MAX_CLASSES), help="Classes; masks hold 8-bit class ids."),
+            click.option("--lr-schedule", type=click.Choice(LRSchedule.values()), default=None,
                          help=f"constant, or cosine: warm-up to --learning-rate, then decay to 0 at the last epoch "
                               f"[default: {defaults.lr_schedule}]"),
             click.option("--warmup-epochs", type=click.FloatRange(min=0), default=None,
@@ -107,8 +131,7 @@ def _model_options(defaults):
                          help="Stop after the first epoch whose validation mIoU reaches this."),
             click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None,
                          metavar="SECONDS", help="Stop training before an epoch that would not fit in this time."),
-            click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
-                         default=None, help="Keras dtype policy for training (the classifier and the loss stay "
+            click.option("--precision", type=click.Choice(TrainPrecision.values()), default=None, help="Keras dtype policy for training (the classifier and the loss stay "
                                             "float32; model.keras exports as float32). mixed_bfloat16 needs a "
                                             "CPU with AVX-512 bf16/AMX or a GPU to pay off [default: float32]"),
         ]):
@@ -122,13 +145,13 @@ def _model_options(defaults):
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="CARLA-layout folder.")
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder to write.")
 @_model_options(TrainConfig())
-@click.option("--dropout", default=0.3, show_default=True, type=click.FloatRange(0, 1, max_open=True))
-@click.option("--val-split", default=0.15, show_default=True, type=float)
+@click.option("--dropout", default=TrainConfig().dropout, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--val-split", default=TrainConfig().val_split, show_default=True, type=float)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue a run from its last completed epoch.")
 @click.option("--force", is_flag=True, help="Start over in a folder that already holds a run.")
 @click.option("--skip-bad", is_flag=True, help="Skip bad frames with a warning instead of stopping.")
-@click.option("--strategy", type=click.Choice(["none", "data-parallel"]), default="none", show_default=True,
+@click.option("--strategy", type=click.Choice(Strategy.values()), default=Strategy.NONE.value, show_default=True,
               help="data-parallel: every GPU (device) JAX sees, and every worker process, on Keras' JAX backend; "
                    "--batch-size is then the global batch. docs: README, 'Training on several GPUs or hosts'.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
@@ -181,9 +204,11 @@ def _budget_options(func):
                         help="Fail (exit 1, nothing written) if pixel agreement with Keras is below this.")(func)
     func = click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
                         help="Fail (exit 1, nothing written) if mIoU drops more than this many points.")(func)
-    func = click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1),
+    func = click.option("--validation-samples", default=VALIDATION_SAMPLES, show_default=True,
+                        type=click.IntRange(min=1),
                         help="Held-out frames the artifact is checked on.")(func)
-    func = click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1),
+    func = click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True,
+                        type=click.IntRange(min=1),
                         help="Frames used to calibrate int8/int16x8 (class-balanced).")(func)
     func = click.option("--seed", default=0, show_default=True, type=int)(func)
     func = click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -196,7 +221,10 @@ def _budget_options(func):
 
 
 def _fallback_options(func):
-    func = click.option("--max-float-layers", default=4, show_default=True, type=click.IntRange(min=1),
+    from exporter.export.fallback import FallbackOptions
+
+    func = click.option("--max-float-layers", default=FallbackOptions().max_float_layers, show_default=True,
+                        type=click.IntRange(min=1),
                         help="With --auto-fallback: give up (exit 1) after keeping this many layers float.")(func)
     func = click.option("--auto-fallback", is_flag=True,
                         help="With --quantize int8 and a budget: keep the most error-adding layers float, one at "
@@ -204,40 +232,52 @@ def _fallback_options(func):
     return func
 
 
-def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samples, validation_samples,
-            max_miou_drop, min_agreement, auto_fallback: bool = False, max_float_layers: int = 4) -> None:
-    from exporter.budget import Budget
+def _export(spec_fields: dict, options: dict) -> None:
+    """Export one artifact as ``spec_fields`` say, with the shared options of ``_budget_options`` and
+    ``_fallback_options``; print its validation table."""
+    from exporter.contracts.export_spec import ExportSpec
+    from exporter.drift import Budget
     from exporter.errors import CheckFailed
     from exporter.export.api import ExportContext
-    from exporter.export.modes import ExportSpec
+    from exporter.export.fallback import FallbackOptions, export_with_fallback
     from exporter.export.validate import format_table
 
     spec = ExportSpec(**spec_fields)  # a bad combination stops here, before the model is loaded
-    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
-    budget = Budget(max_miou_drop, min_agreement)
+    ctx = ExportContext.open(options["model_path"], options["data_dir"], options["validation_samples"],
+                             options["seed"], log=echo)
+    budget = Budget(options["max_miou_drop"], options["min_agreement"])
+    out, samples = options["out"], options["calibration_samples"]
     try:
-        if auto_fallback:
-            result = ctx.export_with_fallback(spec, out, budget, calibration_samples, max_float_layers)
+        if options["auto_fallback"]:
+            result = export_with_fallback(ctx, spec, out, budget, samples,
+                                          FallbackOptions(max_float_layers=options["max_float_layers"]))
         else:
-            result = ctx.export(spec, out, budget, calibration_samples)
+            result = ctx.export(spec, out, budget, samples)
     except CheckFailed as exc:
         echo(format_table([exc.measured]))
         raise
     echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
-    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in {result.entry.conversion_seconds:.1f}s)")
+    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
+         f"{result.entry.conversion_seconds:.1f}s)")
     if result.fallback_latency_ms:
         before, after = result.fallback_latency_ms
         start = "int8 with float head" if spec.float_head else "full int8"
-        echo(f"p50 here, one frame: {start} {before:.2f} ms, with {len(result.entry.fallback['float_layers'])} "
+        echo(f"p50 here, one frame: {start} {before:.2f} ms, with {len(result.entry.fallback.float_layers)} "
              f"layer(s) float {after:.2f} ms ({after / before - 1:+.1%})")
+
+
+def _float_scope(float_head: bool):
+    from exporter.contracts.export_spec import HEAD, FloatScope
+
+    return HEAD if float_head else FloatScope()
 
 
 @cli.command()
 @_budget_options
-@click.option("--quantize", type=click.Choice([q for q in choices(Quantization) if q != "fp32"]), default=None,
+@click.option("--quantize", type=click.Choice(_quantize_choices(ArtifactFormat.TFLITE)), default=None,
               is_flag=False, flag_value="int8",
               help="Quantize: bare --quantize means full-integer int8; without it, fp32.")
-@click.option("--io", "io", type=click.Choice(choices(IOType)), default="float32", show_default=True,
+@click.option("--io", "io", type=click.Choice(IOType.values()), default=IOType.FLOAT32.value, show_default=True,
               help="Input/output type of a full-int8 model; uint8 takes camera bytes 0..255 directly.")
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
@@ -247,52 +287,47 @@ def _export(spec_fields: dict, model_path, data_dir, out, seed, calibration_samp
                    "GPU delegates refuse the default dynamic batch. Adds _bN to the file name.")
 @_fallback_options
 @handle_errors
-def tflite(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-           min_agreement, quantize, io, float_head, argmax, no_metadata, static_batch, auto_fallback,
-           max_float_layers) -> None:
+def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, **options) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
-    _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax, float_head=float_head,
-                 metadata=not no_metadata, static_batch=static_batch), model_path, data_dir, out, seed, calibration_samples, validation_samples,
-            max_miou_drop, min_agreement, auto_fallback, max_float_layers)
+    _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax,
+                 float_scope=_float_scope(float_head), metadata=not no_metadata, static_batch=static_batch), options)
 
 
 @cli.command()
 @_budget_options
-@click.option("--quantize", type=click.Choice([q for q in choices(Quantization, ONNX_QUANTIZATIONS) if q != "fp32"]),
+@click.option("--quantize", type=click.Choice(_quantize_choices(ArtifactFormat.ONNX)),
               default=None, is_flag=False, flag_value="int8",
               help="int8: ORT static QDQ, per-channel; fp16: float16 weights, float32 I/O. Default fp32.")
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
-@click.option("--opset", type=click.IntRange(13, 21), default=None, help="ONNX opset (default 18).")
-@click.option("--int8-scheme", type=click.Choice(["u8s8", "reduce-range", "u8u8"]), default="u8s8",
+@click.option("--opset", type=click.IntRange(*ONNX_OPSETS), default=None, help=f"ONNX opset (default {ONNX_OPSET}).")
+@click.option("--int8-scheme", type=click.Choice(Int8Scheme.values()), default=Int8Scheme.U8S8.value,
               show_default=True,
               help="int8 types: u8s8 is ONNX Runtime's default; reduce-range (7-bit weights) or u8u8 keep x86 CPUs "
                    "without VNNI from saturating 16-bit sums (benchmarks/RESULTS.md).")
 @_fallback_options
 @handle_errors
-def onnx(model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop,
-         min_agreement, quantize, float_head, opset, int8_scheme, auto_fallback, max_float_layers) -> None:
+def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
-    _export(dict(format="onnx", quantization=quantize or "fp32", float_head=float_head, opset=opset,
-                 int8_scheme=int8_scheme),
-            model_path, data_dir, out, seed, calibration_samples, validation_samples, max_miou_drop, min_agreement,
-            auto_fallback, max_float_layers)
+    _export(dict(format="onnx", quantization=quantize or "fp32", float_scope=_float_scope(float_head), opset=opset,
+                 int8_scheme=int8_scheme), options)
 
 
 @cli.command("quant-report")
 @click.option("--model", "model_path", required=True, type=click.Path(), help="RUN_DIR/model.keras")
 @click.option("--data", "data_dir", type=click.Path(), default=None,
               help="CARLA-layout folder (default: the run's data; its held-out frames are used).")
-@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(ArtifactFormat.values()), default=ArtifactFormat.TFLITE.value,
+              show_default=True)
 @click.option("--artifact", type=click.Path(dir_okay=False), default=None,
               help="Report on this int8 file (default: convert the model to full int8 now).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for quant_report.json/.md/.png (default: the run folder).")
-@click.option("--frames", default=8, show_default=True, type=click.IntRange(min=1),
+@click.option("--frames", default=REPORT_FRAMES, show_default=True, type=click.IntRange(min=1),
               help="Held-out frames the layer outputs are compared on.")
 @click.option("--sensitivity", default=3, show_default=True, type=click.IntRange(min=0),
               help="For this many of the worst layers: mIoU drop and agreement with only that layer kept float.")
-@click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
+@click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
+@click.option("--validation-samples", default=VALIDATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @handle_errors
 def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, sensitivity, calibration_samples,
@@ -317,7 +352,7 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
 @click.option("--data", "data_dir", type=click.Path(), default=None,
               help="CARLA-layout folder for the evaluation frames (default: the run's data).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.pack to write.")
-@click.option("--frames", default=24, show_default=True, type=click.IntRange(min=1),
+@click.option("--frames", default=EVAL_FRAMES, show_default=True, type=click.IntRange(min=1),
               help="Held-out evaluation frames to include.")
 @click.option("--with-keras/--no-keras", default=False, show_default=True,
               help="Also carry model.keras (without optimizer state), for a device with TensorFlow or JAX "
@@ -329,11 +364,10 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
 @handle_errors
 def pack(run_dir, data_dir, out, frames, with_keras, only, seed) -> None:
     """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
-    from exporter.pack_builder import build_pack
+    from exporter.pack_builder import PackContents, build_pack
 
     names = None if only is None else tuple(n.strip() for n in only.split(",") if n.strip())
-    path = build_pack(run_dir, data_dir, out, frames=frames, include_keras=with_keras, seed=seed, log=echo,
-                      warn=warn, only=names)
+    path = build_pack(run_dir, data_dir, out, PackContents(frames, with_keras, names, seed), log=echo, warn=warn)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
 
 
@@ -359,14 +393,16 @@ def prune(run_dir, dry_run) -> None:
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--data", "data_dir", type=click.Path(), default=None,
               help="Your CARLA-layout data (default: synthesize driving scenes).")
-@click.option("--synth-count", default=600, show_default=True, type=click.IntRange(min=4))
+@click.option("--synth-count", default=PipelineOptions().synth_count, show_default=True, type=click.IntRange(min=4))
 @_model_options(DEMO_TRAINING)
-@click.option("--calibration-samples", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--validation-samples", default=48, show_default=True, type=click.IntRange(min=1))
-@click.option("--eval-frames", default=24, show_default=True, type=click.IntRange(min=1))
+@click.option("--calibration-samples", default=PipelineOptions().calibration_samples, show_default=True,
+              type=click.IntRange(min=1))
+@click.option("--validation-samples", default=PipelineOptions().validation_samples, show_default=True,
+              type=click.IntRange(min=1))
+@click.option("--eval-frames", default=PipelineOptions().eval_frames, show_default=True, type=click.IntRange(min=1))
 @click.option("--runtimes", default=None, help="Comma list (default: every runtime present).")
-@click.option("--min-runs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--min-runs", default=DEMO_BENCH.min_runs, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-seconds", default=DEMO_BENCH.min_seconds, show_default=True, type=click.FloatRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
 @click.option("--all", "all_exports", is_flag=True,
@@ -378,7 +414,7 @@ def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, 
     """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
     from dataclasses import replace
 
-    from exporter.pipeline import ALL_EXPORTS, DEFAULT_EXPORTS, DEMO_BENCH, PipelineOptions, run_pipeline
+    from exporter.pipeline import ALL_EXPORTS, DEFAULT_EXPORTS, run_pipeline
 
     training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,

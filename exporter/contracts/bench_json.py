@@ -191,12 +191,6 @@ class BenchRow:
         )
 
 
-def reference_row(rows: Iterable[BenchRow]) -> BenchRow | None:
-    """What agreement is measured against: the first ok Keras fp32 row, else the first ok Keras row."""
-    keras = [r for r in rows if r.ok and r.format == "keras"]
-    return next((r for r in keras if r.precision == "fp32"), keras[0] if keras else None)
-
-
 @dataclass(frozen=True)
 class BenchResult:
     """A whole unet-bench run: where it ran, the rows, and the stored Keras reference's own scores."""

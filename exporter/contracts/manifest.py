@@ -13,6 +13,9 @@ from pathlib import Path
 
 from exporter.contracts import checks
 from exporter.contracts.checks import ContractError
+from exporter.contracts.export_spec import ExportSpec
+from exporter.drift import miou_drop_points
+from exporter.parameters import ArtifactFormat
 
 MANIFEST = "manifest.json"
 
@@ -32,7 +35,7 @@ class ValidationResult:
     @property
     def miou_drop_points(self) -> float:
         """Keras mIoU minus the artifact's, in points (percentage points of IoU)."""
-        return 100.0 * (self.miou_reference - self.miou)
+        return miou_drop_points(self.miou, self.miou_reference)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "miou_drop_points": self.miou_drop_points}
@@ -48,10 +51,55 @@ class ValidationResult:
                    samples=checks.integer(data["samples"], f"{where}.samples", required=True))
 
 
+@dataclass(frozen=True)
+class FallbackStep:
+    """One attempt of ``--auto-fallback``: the layers kept float, and how that file compared with Keras."""
+
+    float_layers: tuple[str, ...]
+    miou_drop: float
+    agreement: float
+    size_bytes: int
+    within: bool
+
+    def to_dict(self) -> dict:
+        return {"float_layers": list(self.float_layers), "miou_drop": round(self.miou_drop, 4),
+                "agreement": round(self.agreement, 6), "size_bytes": self.size_bytes, "within": self.within}
+
+    @classmethod
+    def from_dict(cls, data, where: str = "step") -> FallbackStep:
+        data = checks.obj(data, where)
+        return cls(float_layers=checks.texts(data.get("float_layers"), f"{where}.float_layers") or (),
+                   miou_drop=checks.number(data.get("miou_drop"), f"{where}.miou_drop", required=True),
+                   agreement=checks.number(data.get("agreement"), f"{where}.agreement", required=True),
+                   size_bytes=checks.integer(data.get("size_bytes"), f"{where}.size_bytes", required=True),
+                   within=checks.flag(data.get("within"), f"{where}.within"))
+
+
+@dataclass(frozen=True)
+class FallbackRecord:
+    """What ``--auto-fallback`` chose (Keras layer names kept float), why, and every attempt on the way."""
+
+    float_layers: tuple[str, ...]
+    reason: str
+    steps: tuple[FallbackStep, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"float_layers": list(self.float_layers), "reason": self.reason,
+                "steps": [step.to_dict() for step in self.steps]}
+
+    @classmethod
+    def from_dict(cls, data, where: str = "fallback") -> FallbackRecord:
+        data = checks.obj(data, where)
+        return cls(float_layers=checks.texts(data.get("float_layers"), f"{where}.float_layers") or (),
+                   reason=checks.text(data.get("reason"), f"{where}.reason") or "",
+                   steps=tuple(FallbackStep.from_dict(step, f"{where}.steps[{i}]")
+                               for i, step in enumerate(checks.items(data.get("steps", []), f"{where}.steps"))))
+
+
 # Optional entry fields, in the order they are written; absent (None) ones are left out of the JSON.
-_OPTIONAL_TEXT = ("source_model_sha256", "io", "int8_scheme")
-_OPTIONAL_FLAGS = ("argmax", "float_head")
-_OPTIONAL_OBJECTS = ("input_quantization", "calibration", "fallback")
+_OPTIONAL_OBJECTS = ("input_quantization", "calibration")
+# What entries written before the spec was stored whole kept beside it, one field each.
+_FLAT_SPEC_FIELDS = ("io", "argmax", "float_head", "int8_scheme", "opset", "static_batch")
 
 
 @dataclass(frozen=True)
@@ -68,16 +116,10 @@ class ArtifactEntry:
     validation: ValidationResult | None = None
     conversion_seconds: float | None = None
     source_model_sha256: str | None = None  # the model.keras it was exported from
-    io: str | None = None
-    int8_scheme: str | None = None  # ONNX int8: u8s8, reduce-range or u8u8
-    argmax: bool | None = None
-    float_head: bool | None = None
+    spec: ExportSpec | None = None  # what was exported (None: the Keras model itself)
     input_quantization: Mapping[str, object] | None = None
     calibration: Mapping[str, object] | None = None
-    # --auto-fallback: {"float_layers": [...], "reason": ..., "steps": [{"float_layers", "miou_drop", ...}]}
-    fallback: Mapping[str, object] | None = None
-    opset: int | None = None
-    static_batch: int | None = None  # TFLite exported with a fixed batch (GPU delegates need static shapes)
+    fallback: FallbackRecord | None = None  # --auto-fallback: the layers it keeps float, and why
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 
     @property
@@ -88,11 +130,16 @@ class ArtifactEntry:
         entry = {"path": self.path, "format": self.format, "precision": self.precision,
                  "input_dtype": self.input_dtype, "output": self.output, "size_bytes": self.size_bytes,
                  "sha256": self.sha256, "validation": self.validation.to_dict() if self.validation else None}
-        for name in ("conversion_seconds", *_OPTIONAL_TEXT, *_OPTIONAL_FLAGS, *_OPTIONAL_OBJECTS, "opset",
-                     "static_batch"):
-            value = getattr(self, name)
-            if value is not None:
-                entry[name] = dict(value) if isinstance(value, Mapping) else value
+        for name in ("conversion_seconds", "source_model_sha256"):
+            if getattr(self, name) is not None:
+                entry[name] = getattr(self, name)
+        if self.spec is not None:
+            entry["spec"] = self.spec.to_dict()
+        for name in _OPTIONAL_OBJECTS:
+            if getattr(self, name) is not None:
+                entry[name] = dict(getattr(self, name))
+        if self.fallback is not None:
+            entry["fallback"] = self.fallback.to_dict()
         return {**entry, **self.extra}
 
     @classmethod
@@ -104,9 +151,9 @@ class ArtifactEntry:
         for required in ("format", "precision", "size_bytes"):
             if required not in data:
                 raise ContractError(f"{where}: no '{required}'")
-        known = {f.name for f in fields(cls)} - {"extra"}
-        objects = {name: checks.obj(data[name], f"{where}.{name}") if data.get(name) is not None else None
-                   for name in _OPTIONAL_OBJECTS}
+        known = {f.name for f in fields(cls)} - {"extra"} | set(_FLAT_SPEC_FIELDS)
+        fallback = None if data.get("fallback") is None else FallbackRecord.from_dict(data["fallback"],
+                                                                                       f"{where}.fallback")
         return cls(
             path=data["path"], sha256=data["sha256"],
             format=checks.text(data["format"], f"{where}.format", required=True),
@@ -117,18 +164,29 @@ class ArtifactEntry:
             validation=None if data.get("validation") is None else ValidationResult.from_dict(
                 data["validation"], f"{where}.validation"),
             conversion_seconds=checks.number(data.get("conversion_seconds"), f"{where}.conversion_seconds"),
-            **{name: checks.text(data.get(name), f"{where}.{name}") for name in _OPTIONAL_TEXT},
-            **{name: None if data.get(name) is None else checks.flag(data[name], f"{where}.{name}")
-               for name in _OPTIONAL_FLAGS},
-            **objects,
-            opset=checks.integer(data.get("opset"), f"{where}.opset"),
-            static_batch=checks.integer(data.get("static_batch"), f"{where}.static_batch"),
+            source_model_sha256=checks.text(data.get("source_model_sha256"), f"{where}.source_model_sha256"),
+            spec=_stored_spec(data, fallback, where),
+            **{name: checks.obj(data[name], f"{where}.{name}") if data.get(name) is not None else None
+               for name in _OPTIONAL_OBJECTS},
+            fallback=fallback,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
     def moved(self, path: str) -> ArtifactEntry:
         """The same entry under another path (a pack member, an absolute path)."""
         return replace(self, path=path)
+
+
+def _stored_spec(data: dict, fallback: FallbackRecord | None, where: str) -> ExportSpec | None:
+    """The entry's spec: stored whole, or (an entry from before) rebuilt from the fields kept beside it."""
+    if data.get("spec") is not None:
+        return ExportSpec.from_dict(data["spec"], f"{where}.spec")
+    if data["format"] not in ArtifactFormat.values():
+        return None  # the Keras model, or a format this version does not export
+    flat = {name: data[name] for name in _FLAT_SPEC_FIELDS if data.get(name) is not None}
+    scope = {"head": flat.pop("float_head", False), "layers": list(fallback.float_layers) if fallback else []}
+    return ExportSpec.from_dict({"format": data["format"], "quantization": data["precision"], **flat,
+                                 "float_scope": scope}, f"{where}")
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,6 @@ class Frames:
     def __len__(self) -> int:
         return len(self.stems)
 
-    def subset(self, index: np.ndarray | list[int]) -> Frames:
-        """The frames at ``index``, in that order."""
-        index = np.asarray(index, dtype=np.int64)
-        return Frames(self.images[index], self.masks[index], [self.stems[i] for i in index])
-
 
 def _listing(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
@@ -105,24 +100,6 @@ def frame_arrays(image, mask, mask_path: Path, size: tuple[int, int], n_classes:
     if ids_img.size != (width, height):
         ids_img = ids_img.resize((width, height), Image.NEAREST)
     return np.asarray(rgb, dtype=np.float32) / 255.0, np.asarray(ids_img, dtype=np.uint8)
-
-
-def load_frames(
-    data_dir: str | Path,
-    size: tuple[int, int] = (96, 128),
-    n_classes: int = 23,
-    skip_bad: bool = False,
-    warn: Callable[[str], None] | None = None,
-    limit: int | None = None,
-) -> Frames:
-    """Read a CARLA-layout folder into memory (small folders, tests): the data check's rules, then every
-    usable frame decoded into one array. Training streams instead (``exporter.data.index``)."""
-    from exporter.data.index import index_dataset
-
-    index = index_dataset(data_dir, size, n_classes, skip_bad=skip_bad, warn=warn, cache=False)
-    frames = index.load(range(len(index) if limit is None else min(limit, len(index))))
-    frames.skipped = list(index.skipped)
-    return frames
 
 
 def split_indices(n: int, val_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

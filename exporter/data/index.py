@@ -32,6 +32,7 @@ import numpy as np
 from exporter.data.carla import IMAGE_DIR, MASK_DIR, Frames, find_pairs, frame_arrays, load_frame, read_image
 from exporter.errors import UserError
 from exporter.fileio import write_json_atomic
+from exporter.parameters import INPUT_SIZE, N_CLASSES
 
 INDEX_FILE = ".unet-index.json"
 INDEX_VERSION = 2
@@ -79,10 +80,6 @@ class DataIndex:
         return Frames(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
                       [self.stems[i] for i in positions])
 
-    def positions_of(self, stems) -> list[int]:
-        where = {s: i for i, s in enumerate(self.stems)}
-        return [where[s] for s in stems if s in where]
-
 
 def _fingerprint(pairs: list[tuple[str, Path, Path]], size, n_classes: int, skip_bad: bool, unpaired: list[str]) -> str:
     """Names, sizes, inodes, modification and change times of every file: a copy that keeps modification
@@ -126,7 +123,7 @@ def _read_cached(path: Path, fingerprint: str, data_dir: Path, size, n_classes: 
         return None  # unreadable or from another version: check again (and rewrite it)
 
 
-def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_classes: int = 23,
+def index_dataset(data_dir: str | Path, size: tuple[int, int] = INPUT_SIZE, n_classes: int = N_CLASSES,
                   skip_bad: bool = False, warn: Callable[[str], None] | None = None, workers: int | None = None,
                   cache: bool = True, write: bool = True, note: Callable[[str], None] | None = None) -> DataIndex:
     """Check every frame of ``data_dir`` once (or reuse the check stored beside it); see the module doc.
@@ -182,6 +179,22 @@ def index_dataset(data_dir: str | Path, size: tuple[int, int] = (96, 128), n_cla
         except UserError as exc:  # a read-only data folder: fine, the check is redone next time
             note(f"{exc} — the data check is not kept beside the data and will be redone next time")
     return index
+
+
+def load_frames(
+    data_dir: str | Path,
+    size: tuple[int, int] = INPUT_SIZE,
+    n_classes: int = N_CLASSES,
+    skip_bad: bool = False,
+    warn: Callable[[str], None] | None = None,
+    limit: int | None = None,
+) -> Frames:
+    """Read a CARLA-layout folder into memory (small folders, tests): the data check's rules, then every
+    usable frame decoded into one array. Training streams instead (``exporter.data.index``)."""
+    index = index_dataset(data_dir, size, n_classes, skip_bad=skip_bad, warn=warn, cache=False)
+    frames = index.load(range(len(index) if limit is None else min(limit, len(index))))
+    frames.skipped = list(index.skipped)
+    return frames
 
 
 CHANGED_SINCE_CHECK = "changed since the data check"

@@ -57,13 +57,10 @@ class CalibrationSet:
     def missing_classes(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.classes_in_data) - set(self.classes_covered)))
 
-
-def select_calibration(images: np.ndarray, masks: np.ndarray, count: int, seed: int = 0) -> CalibrationSet:
-    """Pick ``count`` frames so that every class present in ``masks`` is seen, rarest classes first."""
-    n_classes = int(masks.max()) + 1
-    has_class = np.stack([np.bincount(m.ravel(), minlength=n_classes) > 0 for m in masks])  # N × C
-    chosen, classes, covered = balanced_pick(has_class, count, seed)
-    return CalibrationSet(images[chosen], tuple(chosen), tuple(classes), tuple(covered))
+    def summary(self) -> dict:
+        """What the manifest records of it."""
+        return {"samples": len(self), "classes_in_data": len(self.classes_in_data),
+                "classes_covered": len(self.classes_covered)}
 
 
 def balanced_pick(has_class: np.ndarray, count: int, seed: int = 0) -> tuple[list[int], list[int], list[int]]:

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.export import layers as L
+from exporter.contracts.export_spec import ExportSpec, FloatScope
+from exporter.export.formats import backend_of
+from exporter.export.layers import KerasLayer, keras_layers, keras_outputs
 from exporter.figures.quant_report import sqnr_per_layer
 from exporter.fileio import write_json_atomic, write_text_atomic
+from exporter.parameters import CALIBRATION_SAMPLES, REPORT_FRAMES
 from exporter.text_table import align
 
 INPUT_SQNR_CAP = 60.0  # dB: "exact enough"; the first layer's own share is measured from here
@@ -54,13 +57,26 @@ class LayerError:
         return data
 
 
+@dataclass(frozen=True)
+class Sensitivity:
+    """The whole model with only ``layer`` kept float: how it then compares with Keras."""
+
+    layer: str
+    miou_drop: float
+    agreement: float
+    size_mb: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class QuantReport:
     artifact: str
     format: str
     frames: int
     layers: list[LayerError]
-    sensitivity: list[dict] = field(default_factory=list)  # {"layer", "miou_drop", "agreement"} for the worst ones
+    sensitivity: list[Sensitivity] = field(default_factory=list)  # for the worst layers
 
     @property
     def head(self) -> LayerError:
@@ -75,59 +91,78 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         return {"artifact": self.artifact, "format": self.format, "frames": self.frames,
-                "layers": [layer.to_dict() for layer in self.layers], "sensitivity": self.sensitivity}
+                "layers": [layer.to_dict() for layer in self.layers],
+                "sensitivity": [s.to_dict() for s in self.sensitivity]}
 
 
-def report(model, artifact: Path, images: np.ndarray) -> QuantReport:
-    """The per-layer errors of ``artifact`` (.tflite or .onnx, int8) against ``model`` on ``images``."""
-    artifact = Path(artifact)
-    layers = L.keras_layers(model)
-    reference = L.keras_outputs(model, layers, images)
-    total = sum(layer.flops for layer in layers) or 1
+def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (inf when identical)."""
+    signal = float(np.sum(np.square(reference, dtype=np.float64)))
+    noise = float(np.sum(np.square(reference.astype(np.float64) - approx.astype(np.float64))))
+    if noise == 0:
+        return float("inf")
+    return 10 * np.log10(max(signal, 1e-30) / noise)
+
+
+def channel_sqnr_db(reference: np.ndarray, approx: np.ndarray, cap: float = 60.0) -> float:
+    """Median over output channels (last axis) of each channel's SQNR, capped at ``cap``: one channel whose
+    range dwarfs the rest carries the tensor's SQNR while every other channel drowns in its quantization step;
+    this one sees it. Channels that are zero in both are left out."""
+    ref = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    err = ref - approx.reshape(-1, approx.shape[-1]).astype(np.float64)
+    signal, noise = np.sum(ref**2, axis=0), np.sum(err**2, axis=0)
+    live = (signal > 0) | (noise > 0)
+    if not live.any():
+        return cap
+    with np.errstate(divide="ignore"):
+        per_channel = np.where(noise[live] > 0, 10 * np.log10(np.maximum(signal[live], 1e-30) / np.maximum(noise[live], 1e-300)), cap)
+    return float(np.median(np.minimum(per_channel, cap)))
+
+
+def relative_rmse(reference: np.ndarray, approx: np.ndarray) -> float:
+    """RMS of the error over RMS of the reference."""
+    rms = float(np.sqrt(np.mean(np.square(reference, dtype=np.float64))))
+    err = float(np.sqrt(np.mean(np.square(reference.astype(np.float64) - approx.astype(np.float64)))))
+    return err / rms if rms > 0 else float("inf") if err > 0 else 0.0
+
+
+def _kernels(model, layers: list[KerasLayer]) -> list[np.ndarray | None]:
+    """Each compute layer's Keras kernel (None for layers without weights)."""
     kernels = []
     for layer in layers:
         weights = model.get_layer(layer.name).get_weights()
         kernels.append(weights[0] if weights else None)
-    if artifact.suffix == ".tflite":
-        model_bytes = artifact.read_bytes()
-        ops = L.match_tflite(layers, model_bytes, str(artifact))
-        outputs = L.tflite_outputs(model_bytes, ops, images)
-        weights = L.tflite_filters(model_bytes, ops)
-        names = [(op["op"], op["tensor"], "int8" if op["dtype"] in ("int8", "uint8", "int16") else "float")
-                 for op in ops]
-        fmt = "tflite"
-    else:
-        import onnx
+    return kernels
 
-        proto = onnx.load(artifact)
-        nodes = L.match_onnx(layers, proto, images, str(artifact))
-        outputs = L.onnx_outputs(proto, nodes, images)
-        weights = L.onnx_weights(proto, nodes)
-        names = [(node["op"], node["tensor"], "int8" if node["tensor"].endswith("DequantizeLinear_Output")
-                  else "float") for node in nodes]
-        fmt = "onnx"
+
+def report(model, artifact: Path, images: np.ndarray) -> QuantReport:
+    """The per-layer errors of ``artifact`` (an int8 file of any export format) against ``model`` on ``images``."""
+    artifact = Path(artifact)
+    backend = backend_of(artifact)
+    layers = keras_layers(model)
+    reference = keras_outputs(model, layers, images)
+    read = backend.read_layers(artifact, layers, images)
+    total = sum(layer.flops for layer in layers) or 1
     rows = []
     # the first layer's own share is measured from the input's: 8-bit steps of 1/255 on frames in [0, 1]
-    before = L.channel_sqnr_db(images, np.round(images * 255) / 255, INPUT_SQNR_CAP)
-    for layer, ref, out, kernel, weight, (op, tensor, precision) in zip(
-            layers, reference, outputs, kernels, weights, names, strict=True):
-        weight_sqnr = L.sqnr_db(kernel, weight) if kernel is not None and weight is not None and \
+    before = channel_sqnr_db(images, np.round(images * 255) / 255, INPUT_SQNR_CAP)
+    for i, (layer, ref, kernel) in enumerate(zip(layers, reference, _kernels(model, layers), strict=True)):
+        out, weight = read.outputs[i], read.weights[i]
+        weight_sqnr = sqnr_db(kernel, weight) if kernel is not None and weight is not None and \
             kernel.shape == weight.shape else None
-        channel = L.channel_sqnr_db(ref, out, INPUT_SQNR_CAP)
-        rows.append(LayerError(layer.index, layer.name, op, layer.kind, layer.stage, layer.shape,
-                               layer.flops / total, L.sqnr_db(ref, out), channel, max(0.0, before - channel),
-                               L.relative_rmse(ref, out), weight_sqnr, tensor, precision))
+        channel = channel_sqnr_db(ref, out, INPUT_SQNR_CAP)
+        rows.append(LayerError(layer.index, layer.name, read.ops[i], layer.kind, layer.stage, layer.shape,
+                               layer.flops / total, sqnr_db(ref, out), channel, max(0.0, before - channel),
+                               relative_rmse(ref, out), weight_sqnr, read.tensors[i], read.precisions[i]))
         before = channel
-    return QuantReport(artifact.name, fmt, len(images), rows)
+    return QuantReport(artifact.name, backend.format.value, len(images), rows)
 
 
-def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = 8, sensitivity: int = 3,
-               calibration_samples: int = 256) -> QuantReport:
+def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = REPORT_FRAMES, sensitivity: int = 3,
+               calibration_samples: int = CALIBRATION_SAMPLES) -> QuantReport:
     """The report of ``artifact`` (default: the context's model converted to full int8 in ``fmt`` now), with
     the mIoU drop and agreement when only one of the ``sensitivity`` worst layers is kept float."""
     import tempfile
-
-    from exporter.export.modes import ExportSpec
 
     with tempfile.TemporaryDirectory(prefix="unet-export-report-") as tmp:
         if artifact is None:
@@ -135,11 +170,11 @@ def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = 8, sen
                                             calibration_samples)
         rep = report(ctx.model, Path(artifact), ctx.validation.images[:frames])
         for layer in rep.worst(sensitivity):
-            path = ctx.write_unrecorded(ExportSpec(rep.format, "int8", float_layers=(layer.name,)),
+            path = ctx.write_unrecorded(ExportSpec(rep.format, "int8", float_scope=FloatScope((layer.name,))),
                                         Path(tmp) / f"{layer.name}.{rep.format}", calibration_samples)
             result = ctx.validate(path, f"{layer.name} kept float")
-            rep.sensitivity.append({"layer": layer.name, "miou_drop": result.miou_drop_points,
-                                    "agreement": result.pixel_agreement, "size_mb": path.stat().st_size / 1e6})
+            rep.sensitivity.append(Sensitivity(layer.name, result.miou_drop_points, result.pixel_agreement,
+                                               path.stat().st_size / 1e6))
     return rep
 
 
@@ -163,8 +198,7 @@ def table(rep: QuantReport, markdown: bool = False) -> str:
 
 def sensitivity_table(rep: QuantReport, markdown: bool = False) -> str:
     headers = ("kept float", "mIoU drop pt", "agreement", "size MB")
-    rows = [[s["layer"], f"{s['miou_drop']:.2f}", f"{s['agreement']:.4f}", f"{s['size_mb']:.2f}"]
-            for s in rep.sensitivity]
+    rows = [[s.layer, f"{s.miou_drop:.2f}", f"{s.agreement:.4f}", f"{s.size_mb:.2f}"] for s in rep.sensitivity]
     return align(headers, rows, {"mIoU drop pt", "agreement", "size MB"}, markdown=markdown)
 
 

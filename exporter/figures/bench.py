@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporter.contracts.bench_json import BenchResult, BenchRow, reference_row
+from exporter.contracts.bench_json import BenchResult, BenchRow
+from exporter.drift import reference_of, reference_row
 from exporter.figures.drift_picture import MAX_DRIFT_FRAMES, drift_picture
 from exporter.figures.latency_vs_miou import latency_vs_miou
 from exporter.figures.per_class_iou import per_class_iou_heatmap
@@ -106,11 +107,11 @@ def _write_drift(bench: BenchResult, path: Path, eval_images: np.ndarray, eval_l
 def write_plots(bench: BenchResult, out_dir: str | os.PathLike[str], class_names: list[str],
                 eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
                 reference_maps: np.ndarray | None = None, maps_root: str | os.PathLike[str] | None = None, *,
-                reference_miou: float | None = None, max_miou_drop: float | None = None) -> list[Path]:
+                max_miou_drop: float | None = None) -> list[Path]:
     """Write latency_vs_miou.png, per_class_iou.png and, when possible, drift.png into ``out_dir``.
 
-    ``reference_miou`` and ``max_miou_drop`` (points) go to ``latency_vs_miou``: the Keras line and the budget
-    line. The drift picture needs ``eval_images`` (K×H×W×3) and ok rows whose ``preview_maps`` files exist under
+    ``latency_vs_miou`` draws the Keras line at the reference ``exporter.drift`` names (the stored Keras
+    outputs' mIoU), and the budget line ``max_miou_drop`` points below it. The drift picture needs ``eval_images`` (K×H×W×3) and ok rows whose ``preview_maps`` files exist under
     ``maps_root`` (default: ``out_dir``). ``reference_maps`` defaults to the reference row's preview maps;
     ``eval_labels`` (K×H×W), if given, adds a label row. Beside each artifact the drift picture also shows its
     row's ``agreement_vs_reference`` from the bench (over the ``reference.frames`` evaluation frames).
@@ -118,7 +119,7 @@ def write_plots(bench: BenchResult, out_dir: str | os.PathLike[str], class_names
     """
     out_dir = Path(out_dir)
     results = list(bench.rows)
-    written = [latency_vs_miou(results, out_dir / "latency_vs_miou.png", reference_miou=reference_miou,
+    written = [latency_vs_miou(results, out_dir / "latency_vs_miou.png", reference_miou=reference_of(bench).miou,
                                max_miou_drop=max_miou_drop),
                per_class_iou_heatmap(results, class_names, out_dir / "per_class_iou.png")]
     if eval_images is None:

@@ -8,7 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from exporter.contracts.bench_json import BenchRow, reference_row
+from exporter.contracts.bench_json import BenchRow
+from exporter.drift import reference_row
 from exporter.figures.common import DPI, message_figure, pyplot, save_png
 
 

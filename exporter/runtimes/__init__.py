@@ -1,17 +1,45 @@
-"""Runtime adapters: run any exported artifact on keras, litert, onnxruntime or openvino, float frames in.
+"""Runtime adapters: run any exported artifact on every runtime present, float frames in.
 
-Importing this package imports no framework: each adapter imports its runtime inside ``load``, so a device
-with numpy, click and a single runtime can use it (the others report ``available()`` reasons).
+A runtime is one module here: a ``Runtime`` subclass registered with ``@register`` (see ``base.py``). Every
+module of this package is imported when the package is, so dropping a new adapter file in is all it takes for
+``unet-bench run`` to plan it, report its version and say how to install it. Adapters kept outside the install
+work the same way from the folders named in ``$UNET_RUNTIME_PATH`` (separated like ``$PATH``). Importing this package imports no
+framework: each adapter imports its runtime inside ``load``, so a device with numpy, click and a single runtime
+can use it (the others report ``available()`` reasons).
 """
 
-from exporter.runtimes import keras_rt, litert_rt, onnxruntime_rt, openvino_rt  # noqa: F401  (fill the registry)
+import importlib
+import os
+import pkgutil
+
 from exporter.runtimes.base import (
     RUNTIMES,
+    Loaded,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
+    TensorInfo,
     get_runtime,
+    runtime_names,
     runtimes_for,
 )
 
-__all__ = ["RUNTIMES", "ModelLoadError", "Runtime", "RuntimeUnavailable", "get_runtime", "runtimes_for"]
+PATH_ENV = "UNET_RUNTIME_PATH"
+
+
+def discover() -> list[str]:
+    """Import every adapter module of this package and of the folders in ``$UNET_RUNTIME_PATH``; the registry's
+    names in default order."""
+    for folder in filter(None, os.environ.get(PATH_ENV, "").split(os.pathsep)):
+        if folder not in __path__:
+            __path__.append(folder)
+    for info in pkgutil.iter_modules(__path__):
+        if info.name != "base":
+            importlib.import_module(f"{__name__}.{info.name}")
+    return runtime_names()
+
+
+discover()
+
+__all__ = ["RUNTIMES", "Loaded", "ModelLoadError", "Runtime", "RuntimeUnavailable", "TensorInfo", "discover",
+           "get_runtime", "runtime_names", "runtimes_for"]

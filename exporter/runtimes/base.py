@@ -7,23 +7,25 @@ whose output is an in-graph argmax, the integer class map N×H×W. Everything a 
 the adapter, read from the model itself.
 
 Nothing here imports a framework at module level: the device may have only numpy, click and one runtime.
+What ``load`` loaded is a ``Loaded`` record (``runtime.loaded``); the adapter keeps only its runtime's handles.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import sys
-import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-DEVICES = ("cpu", "gpu")
-FORMATS = ("keras", "tflite", "onnx")
+from exporter.parameters import MODEL_FORMATS, Device
+
+DEVICES = tuple(Device.values())
+FORMATS = MODEL_FORMATS
 
 
 class RuntimeUnavailable(Exception):
@@ -66,38 +68,6 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     useful = [line for line in lines if not line.lower().startswith(noise)] or lines
     text = "; ".join(useful) or exc.__class__.__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-class HeldOutput:
-    """What was written to file descriptor 2 inside ``held_stderr`` (``text`` is set on leaving)."""
-
-    text: str = ""
-
-
-@contextlib.contextmanager
-def held_stderr():
-    """While inside, what anything (native libraries included) writes to fd 2 is held back, not shown.
-
-    Yields a ``HeldOutput`` whose ``text`` holds it afterwards: native runtimes (LiteRT's GPU accelerator,
-    TensorFlow) say why a device failed only there, not in the exception they raise.
-    """
-    held = HeldOutput()
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no usable fd 2 (a closed stderr): nothing to hold
-        yield held
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield held
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            held.text = sink.read().decode("utf-8", "replace")
 
 
 def check_model_file(path) -> Path:
@@ -189,34 +159,69 @@ def decode_output(output: np.ndarray, scale: float = 0.0, zero_point: int = 0) -
     return output.astype(np.float32, copy=False)
 
 
-def tensor_details(shape, dtype, scale: float = 0.0, zero_point: int = 0, name: str | None = None) -> dict:
-    """The common description of an input or output tensor (shape uses -1 / None for dynamic dims)."""
-    return {
-        "name": name,
-        "shape": [None if d is None or int(d) < 0 else int(d) for d in shape],
-        "dtype": np.dtype(dtype).name,
-        "scale": float(scale or 0.0),
-        "zero_point": int(zero_point or 0),
-        "quantized": bool(scale) and np.dtype(dtype).kind in "iu",
-    }
+@dataclass(frozen=True)
+class TensorInfo:
+    """A model's input or output as the adapter read it from the model (shape: None for a dynamic dimension)."""
+
+    name: str | None
+    shape: tuple[int | None, ...]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+    kind: str | None = None  # outputs: "logits" or "class_map" (an in-graph argmax)
+
+    @classmethod
+    def of(cls, shape, dtype, scale: float = 0.0, zero_point: int = 0, name: str | None = None,
+           output: bool = False) -> TensorInfo:
+        """From a runtime's own description (-1 or None for dynamic dims); ``output`` decides its kind."""
+        dims = tuple(None if d is None or int(d) < 0 else int(d) for d in shape)
+        dtype = np.dtype(dtype).name
+        kind = None
+        if output:
+            kind = "class_map" if is_class_map([-1 if d is None else d for d in dims], dtype, scale) else "logits"
+        return cls(name, dims, dtype, float(scale or 0.0), int(zero_point or 0), kind)
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.scale) and np.dtype(self.dtype).kind in "iu"
+
+    def to_dict(self) -> dict:
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "scale": self.scale,
+                "zero_point": self.zero_point, "quantized": self.quantized}
+        return {**data, "kind": self.kind} if self.kind else data
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """What ``load`` loaded: the file on a device, its I/O, what executes it, and the adapter's own facts."""
+
+    path: Path
+    device: str
+    threads: int | None
+    input: TensorInfo
+    output: TensorInfo
+    providers: tuple[str, ...] = ()  # ORT providers, LiteRT delegate, OpenVINO device, TF device
+    precision: str | None = None  # what ran, where the runtime says (e.g. OpenVINO's inference precision)
+    facts: Mapping[str, object] = field(default_factory=dict)  # e.g. fully_accelerated, cpu_fallback_nodes
 
 
 class Runtime(ABC):
-    """One runtime adapter: ``load`` an artifact on a device, then ``predict`` float frames → logits."""
+    """One runtime adapter: ``load`` an artifact on a device, then ``predict`` float frames → logits.
+
+    A subclass in a module of ``exporter.runtimes`` registered with ``@register`` is all a new runtime needs:
+    the bench plans it in ``order``, reports the versions of ``packages`` in its environment and says
+    ``install_hint()`` where it is missing.
+    """
 
     name: str = ""
     formats: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()  # what must be importable for ``available``
     distributions: tuple[str, ...] = ()  # pip distributions whose version ``version`` reports
+    order: int = 100  # where it comes in the bench's default order (lower first)
+    extra: str | None = None  # the package extra that installs it (default: its name)
 
     def __init__(self) -> None:
-        self.path: Path | None = None
-        self.device: str | None = None
-        self.threads: int | None = None
-        self._input: dict | None = None
-        self._output: dict | None = None
-        self._providers: list[str] = []
-        self._precision: str | None = None
+        self.loaded: Loaded | None = None
 
     @classmethod
     def available(cls) -> str | None:
@@ -224,12 +229,22 @@ class Runtime(ABC):
         missing = module_missing(*cls.modules)
         return f"{missing} is not installed" if missing else None
 
+    @classmethod
+    def install_hint(cls) -> str:
+        """How to install it on a device."""
+        return f"pip install 'unet-export[{cls.extra or cls.name}]'"
+
+    @classmethod
+    def packages(cls) -> dict[str, tuple[str, ...]]:
+        """Name → pip distributions, for the versions a bench environment reports."""
+        return {cls.name: cls.distributions}
+
     def version(self) -> str:
         """The installed runtime's version ("unknown" if it cannot be read)."""
         return distribution_version(*self.distributions) or "unknown"
 
-    def _begin_load(self, path, device: str, threads: int | None) -> Path:
-        """Common checks before a load: runtime present, device known, file readable, format handled."""
+    def load(self, path, device: str = "cpu", threads: int | None = None) -> Loaded:
+        """Load an artifact. RuntimeUnavailable if the device is absent; ModelLoadError if the file is bad."""
         missing = self.available()
         if missing:
             raise RuntimeUnavailable(missing)
@@ -239,56 +254,41 @@ class Runtime(ABC):
         fmt = format_of(path)
         if fmt in FORMATS and fmt not in self.formats:
             raise ModelLoadError(f"{path.name}: {self.name} runs {', '.join(self.formats)} artifacts, not {fmt}")
-        self.path, self.device, self.threads = path, device, resolve_threads(threads)
-        return path
+        self.loaded = None
+        self.loaded = self._open(path, device, resolve_threads(threads))
+        return self.loaded
 
     @abstractmethod
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        """Load an artifact. RuntimeUnavailable if the device is absent; ModelLoadError if the file is bad."""
+    def _open(self, path: Path, device: str, threads: int | None) -> Loaded:
+        """The runtime's own load of a checked file; what it loaded."""
 
     @abstractmethod
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Float32 N×H×W×3 frames in [0, 1] (any N) → float32 N×H×W×C logits, or an N×H×W class map."""
 
-    def _require_loaded(self) -> None:
-        if self._input is None:
+    def _require_loaded(self) -> Loaded:
+        if self.loaded is None:
             raise RuntimeError(f"{self.name}: call load() before predict()")
-
-    def input_details(self) -> dict:
-        """The model's input: name, shape, dtype, quantization scale and zero point."""
-        self._require_loaded()
-        return dict(self._input)
-
-    def output_details(self) -> dict:
-        """The model's output: name, shape, dtype, quantization, and kind ("logits" or "class_map")."""
-        self._require_loaded()
-        return dict(self._output)
-
-    def providers(self) -> list[str]:
-        """What executes the model (ORT providers, LiteRT delegate, OpenVINO device, TF device), set by ``load``."""
-        return list(self._providers) if self._input is not None else []
-
-    def precision(self) -> str | None:
-        """The precision that actually ran, where the runtime says (e.g. OpenVINO's inference precision)."""
-        return self._precision if self._input is not None else None
+        return self.loaded
 
     def details(self) -> dict:
-        """Facts only this adapter knows (cached batches, notes), added to ``info``."""
+        """Facts that change after loading (cached batches), added to ``info``."""
         return {}
 
     def info(self) -> dict:
-        """Runtime, version, device, threads, providers, precision, and the model's I/O."""
-        self._require_loaded()
+        """Runtime, version, device, threads, providers, precision, the model's I/O and the adapter's facts."""
+        loaded = self._require_loaded()
         return {
             "runtime": self.name,
             "runtime_version": self.version(),
-            "device": self.device,
-            "threads": self.threads,
-            "providers": self.providers(),
-            "precision": self.precision(),
-            "model": str(self.path),
-            "input": self.input_details(),
-            "output": self.output_details(),
+            "device": loaded.device,
+            "threads": loaded.threads,
+            "providers": list(loaded.providers),
+            "precision": loaded.precision,
+            "model": str(loaded.path),
+            "input": loaded.input.to_dict(),
+            "output": loaded.output.to_dict(),
+            **loaded.facts,
             **self.details(),
         }
 
@@ -310,15 +310,20 @@ def register(cls: type[Runtime]) -> type[Runtime]:
     return cls
 
 
+def runtime_names() -> list[str]:
+    """Every registered runtime, in the bench's default order."""
+    return sorted(RUNTIMES, key=lambda name: (RUNTIMES[name].order, name))
+
+
 def get_runtime(name: str) -> Runtime:
     """A fresh adapter instance by name (ValueError naming the known ones if unknown)."""
     try:
         cls = RUNTIMES[name]
     except KeyError:
-        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(RUNTIMES)}") from None
+        raise ValueError(f"unknown runtime {name!r}; known: {', '.join(runtime_names())}") from None
     return cls()
 
 
-def runtimes_for(fmt: str) -> list[str]:
-    """Names of the registered runtimes that run artifacts of ``fmt``."""
-    return [name for name, cls in RUNTIMES.items() if fmt in cls.formats]
+def runtimes_for(fmt: str, wanted=None) -> list[str]:
+    """The runtimes (of ``wanted``, default every registered one, in default order) that run ``fmt`` artifacts."""
+    return [name for name in (wanted or runtime_names()) if fmt in RUNTIMES[name].formats]

@@ -24,22 +24,23 @@ import contextlib
 import os
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 
 from exporter.runtimes.base import (
+    Loaded,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
+    TensorInfo,
     check_images,
     decode_output,
     default_threads,
     distribution_version,
-    is_class_map,
     module_missing,
     one_line,
     register,
-    tensor_details,
 )
 
 BACKENDS = ("tensorflow", "jax")
@@ -68,13 +69,19 @@ class KerasRuntime(Runtime):
     formats = ("keras",)
     modules = ("keras",)
     distributions = ("keras",)
+    order = 10
+    extra = "host"  # TensorFlow; or the jax extra: Keras on JAX
 
     def __init__(self) -> None:
         super().__init__()
         self._model = None
         self._backend: str | None = None
         self._device_scope = contextlib.nullcontext
-        self._threads_note: str | None = None
+        self._notes: dict[str, str] = {}
+
+    @classmethod
+    def packages(cls) -> dict[str, tuple[str, ...]]:
+        return {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",), "jax": ("jax",)}
 
     @classmethod
     def available(cls) -> str | None:
@@ -96,23 +103,23 @@ class KerasRuntime(Runtime):
         keras_version = distribution_version("keras") or "unknown"
         return f"{keras_version} ({backend} {distribution_version(*names) or 'unknown'})" if names else keras_version
 
-    def _set_threads(self, tf, threads: int | None) -> None:
-        self._threads_note = None
+    def _set_threads(self, tf, threads: int | None) -> int:
+        """Apply ``threads`` to TensorFlow where it still can be; the count in force."""
         current = tf.config.threading.get_intra_op_parallelism_threads()
         if threads is not None and threads != current:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
             except RuntimeError:  # TensorFlow already initialised in this process
-                self._threads_note = (f"requested {threads} threads, but TensorFlow was already initialised "
-                                      f"with intra-op threads = {current or 'default'}")
-        actual = tf.config.threading.get_intra_op_parallelism_threads()
-        self.threads = actual or default_threads()  # 0 = TensorFlow's default: every core
+                self._notes["threads_note"] = (f"requested {threads} threads, but TensorFlow was already "
+                                               f"initialised with intra-op threads = {current or 'default'}")
+        return tf.config.threading.get_intra_op_parallelism_threads() or default_threads()  # 0: every core
 
-    def _place_tensorflow(self, device: str) -> None:
-        from exporter.tf_quiet import import_tensorflow
+    def _place_tensorflow(self, device: str, threads: int | None) -> tuple[str, int]:
+        """TensorFlow's device for ``device``: (provider, threads in force)."""
+        from exporter.stdio import import_tensorflow
 
         tf = import_tensorflow()
-        self._set_threads(tf, self.threads)
+        threads = self._set_threads(tf, threads)
         name = "/CPU:0"
         if device == "gpu":
             gpus = tf.config.list_physical_devices("GPU")
@@ -123,13 +130,14 @@ class KerasRuntime(Runtime):
                                          "pip install 'jax[cuda13]'")
             name = "/GPU:0"
             details = tf.config.experimental.get_device_details(gpus[0]) or {}
-            self._providers = [f"tensorflow {name} ({details.get('device_name', 'GPU')})"]
-            self._precision_note = " (TF32 allowed)"
+            provider = f"tensorflow {name} ({details.get('device_name', 'GPU')})"
         else:
-            self._providers = [f"tensorflow {name}"]
+            provider = f"tensorflow {name}"
         self._device_scope = lambda: tf.device(name)
+        return provider, threads
 
-    def _place_jax(self, device: str) -> None:
+    def _place_jax(self, device: str, threads: int | None) -> tuple[str, int]:
+        """JAX's device for ``device``: (provider, threads in force)."""
         import jax
 
         if device == "gpu":
@@ -139,25 +147,36 @@ class KerasRuntime(Runtime):
                 platforms = sorted({d.platform for d in jax.devices()})
                 raise RuntimeUnavailable(f"no GPU: JAX {jax.__version__} sees only {', '.join(platforms)} devices "
                                          "(pip install 'jax[cuda13]' for an NVIDIA GPU)") from None
-            self._precision_note = " (TF32 allowed)"
         else:
             chosen = jax.devices("cpu")[0]
-            if self.threads is not None:
-                self._threads_note = f"requested {self.threads} threads; JAX's CPU backend chooses its own"
-            self.threads = default_threads()
-        self._providers = [f"jax {chosen.platform}:{chosen.id} ({chosen.device_kind})"]
+            if threads is not None:
+                self._notes["threads_note"] = f"requested {threads} threads; JAX's CPU backend chooses its own"
+            threads = default_threads()
         self._device_scope = lambda: jax.default_device(chosen)
+        return f"jax {chosen.platform}:{chosen.id} ({chosen.device_kind})", threads
 
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        path = self._begin_load(path, device, threads)
+    def _open(self, path: Path, device: str, threads: int | None) -> Loaded:
         backend = keras_backend()
         if "keras" not in sys.modules:
             use_backend(backend)
-        self._backend, self._precision_note, self._threads_note = backend, "", None
-        if backend == "jax":
-            self._place_jax(device)
-        else:
-            self._place_tensorflow(device)
+        self._backend, self._notes = backend, {}
+        place = self._place_jax if backend == "jax" else self._place_tensorflow
+        provider, threads = place(device, threads)
+        model = self._load_model(path)
+        in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+        if len(in_shape) != 4 or in_shape[-1] != 3:
+            raise ModelLoadError(f"{path.name}: expected an N×H×W×3 input, got {in_shape}")
+        self._model = model
+        policy = getattr(model, "dtype_policy", None)
+        precision = (getattr(policy, "name", None) or "float32") + (" (TF32 allowed)" if device == "gpu" else "")
+        return Loaded(path, device, threads,
+                      TensorInfo.of(in_shape, str(model.inputs[0].dtype), name=model.inputs[0].name),
+                      TensorInfo.of(out_shape, str(model.outputs[0].dtype), name=model.outputs[0].name, output=True),
+                      (provider,), precision,
+                      {"keras_version": distribution_version("keras"), "keras_backend": backend, **self._notes})
+
+    def _load_model(self, path: Path):
+        """The .keras file, safe mode on, on the chosen device; ModelLoadError naming what is wrong."""
         import keras
 
         if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
@@ -169,17 +188,7 @@ class KerasRuntime(Runtime):
             raise ModelLoadError(f"{path.name}: {exc.__class__.__name__}: {one_line(exc)}") from exc
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ModelLoadError(f"{path.name}: expected one input and one output")
-        in_shape, out_shape = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
-        if len(in_shape) != 4 or in_shape[-1] != 3:
-            raise ModelLoadError(f"{path.name}: expected an N×H×W×3 input, got {in_shape}")
-        out_dtype = np.dtype(str(model.outputs[0].dtype))
-        self._model = model
-        self._input = tensor_details(in_shape, str(model.inputs[0].dtype), name=model.inputs[0].name)
-        self._output = tensor_details(out_shape, out_dtype, name=model.outputs[0].name)
-        kind_shape = [d if d is not None else -1 for d in out_shape]
-        self._output["kind"] = "class_map" if is_class_map(kind_shape, out_dtype) else "logits"
-        policy = getattr(model, "dtype_policy", None)
-        self._precision = (getattr(policy, "name", None) or "float32") + self._precision_note
+        return model
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._require_loaded()
@@ -187,7 +196,3 @@ class KerasRuntime(Runtime):
         with self._device_scope():
             raw = self._model.predict_on_batch(images)
         return decode_output(np.asarray(raw))
-
-    def details(self) -> dict:
-        return {"keras_version": distribution_version("keras"), "keras_backend": self._backend,
-                **({"threads_note": self._threads_note} if self._threads_note else {})}

@@ -24,25 +24,26 @@ import ctypes
 import os
 import re
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from exporter.runtimes.base import (
-    HeldOutput,
+    Loaded,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
+    TensorInfo,
     check_images,
     decode_output,
     default_threads,
-    held_stderr,
-    is_class_map,
     module_missing,
     one_line,
     quantize_input,
     register,
-    tensor_details,
 )
+from exporter.stdio import HeldOutput, held_stderr
 
 DELEGATE_ENV = "UNET_LITERT_GPU_DELEGATE"  # a classic GPU delegate library the user supplies
 FP32_ENV = "UNET_LITERT_GPU_FP32"  # "1": GpuOptions.enforce_f32 (the GPU computes in fp16 otherwise)
@@ -110,138 +111,96 @@ def _model_precision(interpreter) -> str:
     return "fp32"
 
 
+@dataclass(frozen=True)
+class _GpuModel:
+    """LiteRT's CompiledModel on the GPU with its buffers, and the shape and type of what it writes."""
+
+    model: object
+    inputs: object
+    outputs: object
+    output_shape: tuple[int, ...]
+    output_dtype: np.dtype
+    fully_accelerated: bool
+
+
 @register
 class LiteRTRuntime(Runtime):
     name = "litert"
     formats = ("tflite",)
     modules = ("ai_edge_litert",)
     distributions = ("ai-edge-litert", "ai_edge_litert")
+    order = 20
 
     def __init__(self) -> None:
         super().__init__()
         self._interpreters: dict[int, object] = {}
         self._base_batch = 1
         self._resizable = True
-        self._delegate_name: str | None = None
-        self._compiled = None  # the GPU route: (CompiledModel, input buffers, output buffers)
-        self._fully_accelerated: bool | None = None
+        self._delegate: str | None = None  # the classic GPU delegate library in use
+        self._gpu: _GpuModel | None = None
 
     # -- loading ---------------------------------------------------------------------------------------
-    def _gpu_delegate(self):
-        """The classic GPU delegate the user named in $UNET_LITERT_GPU_DELEGATE, freshly loaded per interpreter."""
-        from ai_edge_litert.interpreter import load_delegate
-
-        library = os.environ[DELEGATE_ENV]
-        try:
-            ctypes.CDLL(library)  # probe first: a failed load_delegate leaves a noisy half-built Delegate
-            delegate = load_delegate(library)
-        except (ValueError, OSError, RuntimeError) as exc:
-            reason = one_line(exc, 160).removeprefix(f"{library}: ")
-            raise RuntimeUnavailable(f"no GPU: the GPU delegate {library} (${DELEGATE_ENV}) did not load: "
-                                     f"{reason}") from exc
-        self._delegate_name = library
-        return delegate
-
-    def _compile_gpu(self) -> None:
-        """LiteRT's CompiledModel on the GPU (see the module docstring); RuntimeUnavailable says why not."""
-        if module_missing("ai_edge_litert.compiled_model"):
-            raise RuntimeUnavailable(f"no GPU: ai-edge-litert {self.version()} has no CompiledModel API "
-                                     "(its GPU route needs ai-edge-litert>=2.0)")
-        if sys.platform.startswith("linux"):
-            try:
-                ctypes.CDLL(VULKAN_LOADER)
-            except OSError:
-                raise RuntimeUnavailable(f"no GPU: LiteRT's GPU accelerator runs WebGPU over Vulkan and the Vulkan "
-                                         f"loader ({VULKAN_LOADER}) is not installed (apt install libvulkan1)") from None
-        from ai_edge_litert.compiled_model import (
-            CompiledModel,
-            CpuOptions,
-            GpuOptions,
-            HardwareAccelerator,
-            Options,
-        )
-
-        enforce_f32 = os.environ.get(FP32_ENV, "") == "1"
-        attempts = [HardwareAccelerator.GPU, HardwareAccelerator.GPU | HardwareAccelerator.CPU]
-        failures = []
-        for accelerators in attempts:
-            options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=self.threads),
-                              gpu_options=GpuOptions(enforce_f32=enforce_f32))
-            with held_stderr() as held:
-                try:
-                    model = CompiledModel.from_file(str(self.path), options=options)
-                    inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
-                except RuntimeError as exc:
-                    error = exc
-                else:
-                    error = None
-            if error is None:
-                signature = next(iter(model.get_signature_list()))
-                out = next(iter(model.get_output_tensor_details(signature).values()))
-                self._compiled = (model, inputs, outputs, list(out["shape"]), np.dtype(out["dtype"]))
-                self._fully_accelerated = bool(model.is_fully_accelerated()) and accelerators == attempts[0]
-                self._providers = [f"gpu (LiteRT CompiledModel, WebGPU{'' if self._fully_accelerated else ' + CPU fallback'})"]
-                self._precision = "fp32 (enforce_f32)" if enforce_f32 else "fp16 (LiteRT GPU default)"
-                return
-            missing_gpu = gpu_failure(held)
-            if missing_gpu:
-                raise RuntimeUnavailable(missing_gpu) from error
-            failures.append(_litert_error(error, held))
-        raise ModelLoadError(f"{self.path.name}: LiteRT could not compile it for the GPU: {failures[-1]}")
-
-    def _new_interpreter(self):
+    def _new_interpreter(self, path: Path, device: str, threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        delegates = [self._gpu_delegate()] if self.device == "gpu" and os.environ.get(DELEGATE_ENV) else None
+        delegates = [_gpu_delegate()] if device == "gpu" and os.environ.get(DELEGATE_ENV) else None
+        if delegates:
+            self._delegate = os.environ[DELEGATE_ENV]
         try:
-            return Interpreter(model_path=str(self.path), num_threads=self.threads,
-                               experimental_delegates=delegates)
+            return Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates)
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{self.path.name}: {one_line(exc)}") from exc
+            raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
 
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        self._begin_load(path, device, threads)
-        if self.threads is None:
-            self.threads = default_threads()
+    def _open(self, path: Path, device: str, threads: int | None) -> Loaded:
+        threads = threads or default_threads()
         self._interpreters.clear()
-        self._delegate_name, self._compiled, self._fully_accelerated = None, None, None
-        interpreter = self._new_interpreter()  # on the GPU route too: it reads the I/O types and quantization
+        self._delegate, self._gpu = None, None
+        interpreter = self._new_interpreter(path, device, threads)  # the GPU route too: it reads the I/O types
         try:
             interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{self.path.name}: {one_line(exc)}") from exc
+            raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
         inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(f"{self.path.name}: expected one input and one output, got "
+            raise ModelLoadError(f"{path.name}: expected one input and one output, got "
                                  f"{len(inputs)} and {len(outputs)}")
         inp, out = inputs[0], outputs[0]
         if len(inp["shape"]) != 4 or inp["shape"][-1] != 3:
-            raise ModelLoadError(f"{self.path.name}: expected an N×H×W×3 input, got {list(inp['shape'])}")
+            raise ModelLoadError(f"{path.name}: expected an N×H×W×3 input, got {list(inp['shape'])}")
         in_scale, in_zp = _quantization(inp)
         out_scale, out_zp = _quantization(out)
-        self._input = tensor_details(inp["shape_signature"], inp["dtype"], in_scale, in_zp, inp["name"])
-        self._output = tensor_details(out["shape_signature"], out["dtype"], out_scale, out_zp, out["name"])
-        self._output["kind"] = "class_map" if is_class_map(out["shape"], out["dtype"], out_scale) else "logits"
         self._base_batch = int(inp["shape"][0])
         self._resizable = int(inp["shape_signature"][0]) == -1 or len(inp["shape_signature"]) == 0
         self._interpreters[self._base_batch] = interpreter
-        self._precision = _model_precision(interpreter)
         ops = [op.get("op_name") for op in interpreter._get_ops_details()]
-        delegated = "DELEGATE" in ops
-        if self.device == "gpu" and self._delegate_name:
-            self._fully_accelerated = set(ops) == {"DELEGATE"}
-            self._providers = [f"gpu (delegate {self._delegate_name})" if delegated else "cpu (gpu delegate took no ops)"]
-        elif self.device == "gpu":
+        providers, precision, facts = self._placement(path, device, threads, ops)
+        return Loaded(path, device, threads,
+                      TensorInfo.of(inp["shape_signature"], inp["dtype"], in_scale, in_zp, inp["name"]),
+                      TensorInfo.of(out["shape_signature"], out["dtype"], out_scale, out_zp, out["name"], output=True),
+                      providers, precision or _model_precision(interpreter), facts)
+
+    def _placement(self, path: Path, device: str, threads: int, ops: list) -> tuple[tuple[str, ...], str | None, dict]:
+        """(providers, precision if not the file's own, facts) for the device asked."""
+        if device == "gpu" and self._delegate:
+            delegated = "DELEGATE" in ops
+            return ((f"gpu (delegate {self._delegate})" if delegated else "cpu (gpu delegate took no ops)",), None,
+                    {"fully_accelerated": set(ops) == {"DELEGATE"}})
+        if device == "gpu":
             self._interpreters.clear()
-            self._compile_gpu()
-        else:
-            self._providers = ["xnnpack" if delegated else "builtin"]
+            self._gpu = _compile_gpu(path, threads, self.version())
+            where = "WebGPU" if self._gpu.fully_accelerated else "WebGPU + CPU fallback"
+            enforce_f32 = os.environ.get(FP32_ENV, "") == "1"
+            return ((f"gpu (LiteRT CompiledModel, {where})",),
+                    "fp32 (enforce_f32)" if enforce_f32 else "fp16 (LiteRT GPU default)",
+                    {"fully_accelerated": self._gpu.fully_accelerated})
+        return ("xnnpack" if "DELEGATE" in ops else "builtin",), None, {}
 
     # -- running ----------------------------------------------------------------------------------------
     def _interpreter_for(self, batch: int):
         interpreter = self._interpreters.get(batch)
         if interpreter is None:
-            interpreter = self._new_interpreter()
+            loaded = self._require_loaded()
+            interpreter = self._new_interpreter(loaded.path, loaded.device, loaded.threads)
             index = interpreter.get_input_details()[0]["index"]
             shape = [batch, *interpreter.get_input_details()[0]["shape"][1:]]
             interpreter.resize_tensor_input(index, shape, strict=True)
@@ -256,23 +215,23 @@ class LiteRTRuntime(Runtime):
 
     def _run_gpu(self, data: np.ndarray) -> np.ndarray:
         """The compiled GPU model, one frame-batch of its own size at a time."""
-        model, inputs, outputs, shape, dtype = self._compiled
-        step, results = self._base_batch, []
+        gpu, step, results = self._gpu, self._base_batch, []
         for start in range(0, len(data), step):
             chunk = data[start:start + step]
             if len(chunk) < step:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
-            inputs[0].write(np.ascontiguousarray(chunk))
-            model.run_by_index(0, inputs, outputs)
-            results.append(outputs[0].read(int(np.prod(shape)), dtype).reshape(shape))
+            gpu.inputs[0].write(np.ascontiguousarray(chunk))
+            gpu.model.run_by_index(0, gpu.inputs, gpu.outputs)
+            size = int(np.prod(gpu.output_shape))
+            results.append(gpu.outputs[0].read(size, gpu.output_dtype).reshape(gpu.output_shape))
         return np.concatenate(results)[:len(data)]
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        self._require_loaded()
+        loaded = self._require_loaded()
         images = check_images(images)
-        data = quantize_input(images, self._input["dtype"], self._input["scale"], self._input["zero_point"])
+        data = quantize_input(images, loaded.input.dtype, loaded.input.scale, loaded.input.zero_point)
         batch = len(data)
-        if self._compiled is not None:
+        if self._gpu is not None:
             raw = self._run_gpu(data)
         elif batch == self._base_batch:
             raw = self._run(self._interpreters[batch], data)
@@ -290,12 +249,68 @@ class LiteRTRuntime(Runtime):
             interpreter = self._interpreters[step]
             raw = np.concatenate([self._run(interpreter, data[i:i + step]) for i in range(0, len(data), step)])
             raw = raw[:batch]
-        return decode_output(raw, self._output["scale"], self._output["zero_point"])
+        return decode_output(raw, loaded.output.scale, loaded.output.zero_point)
 
     def details(self) -> dict:
-        if self._compiled is not None:
-            return {"batch_resizable": False, "fully_accelerated": self._fully_accelerated}
-        facts = {"batch_resizable": self._resizable, "cached_batches": sorted(self._interpreters)}
-        if self._fully_accelerated is not None:
-            facts["fully_accelerated"] = self._fully_accelerated
-        return facts
+        if self._gpu is not None:
+            return {"batch_resizable": False}
+        return {"batch_resizable": self._resizable, "cached_batches": sorted(self._interpreters)}
+
+
+def _gpu_delegate():
+    """The classic GPU delegate the user named in $UNET_LITERT_GPU_DELEGATE, freshly loaded per interpreter."""
+    from ai_edge_litert.interpreter import load_delegate
+
+    library = os.environ[DELEGATE_ENV]
+    try:
+        ctypes.CDLL(library)  # probe first: a failed load_delegate leaves a noisy half-built Delegate
+        return load_delegate(library)
+    except (ValueError, OSError, RuntimeError) as exc:
+        reason = one_line(exc, 160).removeprefix(f"{library}: ")
+        raise RuntimeUnavailable(f"no GPU: the GPU delegate {library} (${DELEGATE_ENV}) did not load: "
+                                 f"{reason}") from exc
+
+
+def _compile_gpu(path: Path, threads: int, version: str) -> _GpuModel:
+    """LiteRT's CompiledModel on the GPU (see the module docstring); RuntimeUnavailable says why not."""
+    if module_missing("ai_edge_litert.compiled_model"):
+        raise RuntimeUnavailable(f"no GPU: ai-edge-litert {version} has no CompiledModel API "
+                                 "(its GPU route needs ai-edge-litert>=2.0)")
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(VULKAN_LOADER)
+        except OSError:
+            raise RuntimeUnavailable(f"no GPU: LiteRT's GPU accelerator runs WebGPU over Vulkan and the Vulkan "
+                                     f"loader ({VULKAN_LOADER}) is not installed (apt install libvulkan1)") from None
+    from ai_edge_litert.compiled_model import (
+        CompiledModel,
+        CpuOptions,
+        GpuOptions,
+        HardwareAccelerator,
+        Options,
+    )
+
+    enforce_f32 = os.environ.get(FP32_ENV, "") == "1"
+    attempts = [HardwareAccelerator.GPU, HardwareAccelerator.GPU | HardwareAccelerator.CPU]
+    failures = []
+    for accelerators in attempts:
+        options = Options(hardware_accelerators=accelerators, cpu_options=CpuOptions(num_threads=threads),
+                          gpu_options=GpuOptions(enforce_f32=enforce_f32))
+        with held_stderr() as held:
+            try:
+                model = CompiledModel.from_file(str(path), options=options)
+                inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
+            except RuntimeError as exc:
+                error = exc
+            else:
+                error = None
+        if error is None:
+            signature = next(iter(model.get_signature_list()))
+            out = next(iter(model.get_output_tensor_details(signature).values()))
+            return _GpuModel(model, inputs, outputs, tuple(out["shape"]), np.dtype(out["dtype"]),
+                             bool(model.is_fully_accelerated()) and accelerators == attempts[0])
+        missing_gpu = gpu_failure(held)
+        if missing_gpu:
+            raise RuntimeUnavailable(missing_gpu) from error
+        failures.append(_litert_error(error, held))
+    raise ModelLoadError(f"{path.name}: LiteRT could not compile it for the GPU: {failures[-1]}")

@@ -18,27 +18,27 @@ input needs ``input_scale`` / ``input_zero_point`` metadata, else it is refused 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
 from exporter.runtimes.base import (
+    Loaded,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
+    TensorInfo,
     check_images,
     decode_output,
     default_threads,
-    is_class_map,
     one_line,
     quantize_input,
     register,
-    tensor_details,
 )
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider",
                  "MIGraphXExecutionProvider", "DmlExecutionProvider")
 CPU_PROVIDER = "CPUExecutionProvider"
-WEBGPU_PLUGIN = "onnxruntime_ep_webgpu"  # pip install onnxruntime-ep-webgpu
 NO_GPU_HINT = "onnxruntime-gpu brings CUDA/TensorRT, onnxruntime-ep-webgpu brings WebGPU"
 ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(int16)": "int16",
@@ -69,12 +69,16 @@ class OnnxRuntime(Runtime):
     modules = ("onnxruntime",)
     distributions = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
 
+    order = 30
+
     def __init__(self) -> None:
         super().__init__()
-        self._session = None
-        self._input_name: str | None = None
-        self._output_name: str | None = None
-        self._nodes: dict[str, int] = {}
+        self._ort_session = None
+        self._names: tuple[str, str] = ("", "")
+
+    @classmethod
+    def packages(cls) -> dict[str, tuple[str, ...]]:
+        return {cls.name: cls.distributions, "onnxruntime-ep-webgpu": ("onnxruntime-ep-webgpu",)}
 
     def version(self) -> str:
         version = super().version()
@@ -120,27 +124,24 @@ class OnnxRuntime(Runtime):
             counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(subgraph.get_nodes())
         return counts
 
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        path = self._begin_load(path, device, threads)
-        import onnxruntime as ort
+    def _providers_for(self, ort, device: str) -> tuple[list[str], list]:
+        """(providers, plugin EP devices) for ``device``; RuntimeUnavailable when no GPU route exists."""
+        if device != "gpu":
+            return [CPU_PROVIDER], []
+        available = ort.get_available_providers()
+        providers = [p for p in GPU_PROVIDERS if p in available]
+        if providers:
+            return [*providers, CPU_PROVIDER], []
+        plugin_devices, notes = self._plugin_gpu_devices(ort)
+        if not plugin_devices:
+            raise RuntimeUnavailable(f"no GPU: onnxruntime {ort.__version__} has no GPU execution provider "
+                                     f"here (providers: {', '.join(available)}"
+                                     f"{'; ' + notes if notes else ''}); {NO_GPU_HINT}")
+        return [], plugin_devices[:1]  # e.g. WebGPU: one EP device, it picks the adapter itself
 
-        plugin_devices = []
-        if device == "gpu":
-            available = ort.get_available_providers()
-            providers = [p for p in GPU_PROVIDERS if p in available]
-            if providers:
-                providers.append(CPU_PROVIDER)
-            else:
-                plugin_devices, notes = self._plugin_gpu_devices(ort)
-                if not plugin_devices:
-                    raise RuntimeUnavailable(f"no GPU: onnxruntime {ort.__version__} has no GPU execution provider "
-                                             f"here (providers: {', '.join(available)}"
-                                             f"{'; ' + notes if notes else ''}); {NO_GPU_HINT}")
-                plugin_devices = plugin_devices[:1]  # e.g. WebGPU: one EP device, it picks the adapter itself
-        else:
-            providers = [CPU_PROVIDER]
-        if self.threads is None:
-            self.threads = default_threads()
+    def _session(self, ort, path: Path, device: str, threads: int):
+        """An InferenceSession on ``device`` with the graph assignment recorded."""
+        providers, plugin_devices = self._providers_for(ort, device)
         options = ort.SessionOptions()
         options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         if plugin_devices:
@@ -149,29 +150,42 @@ class OnnxRuntime(Runtime):
             except Exception as exc:
                 raise RuntimeUnavailable(f"no GPU: {plugin_devices[0].ep_name} would not take the session: "
                                          f"{one_line(exc, 160)}") from exc
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         try:
             if plugin_devices:
-                session = ort.InferenceSession(str(path), sess_options=options)
-            else:
-                session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+                return ort.InferenceSession(str(path), sess_options=options)
+            return ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own pybind exception types (InvalidProtobuf, Fail, …)
             raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
-        self._nodes = self._assignment(session)
-        self._providers = [name for name in session.get_providers()
-                           if not self._nodes or self._nodes.get(name) or name == CPU_PROVIDER]
-        self._precision = "as exported"
+
+    def _placement(self, session, device: str) -> tuple[tuple[str, ...], str, dict]:
+        """(providers that took nodes, precision, facts); RuntimeUnavailable when a GPU took nothing."""
+        nodes = self._assignment(session)
+        providers = tuple(name for name in session.get_providers()
+                          if not nodes or nodes.get(name) or name == CPU_PROVIDER)
+        precision, facts = "as exported", ({"nodes_by_provider": dict(nodes)} if nodes else {})
         if device == "gpu":
-            on_gpu = sum(n for name, n in self._nodes.items() if name != CPU_PROVIDER)
-            if self._providers == [CPU_PROVIDER] or (self._nodes and not on_gpu):
+            on_gpu = sum(n for name, n in nodes.items() if name != CPU_PROVIDER)
+            if providers == (CPU_PROVIDER,) or (nodes and not on_gpu):
                 raise RuntimeUnavailable(f"no GPU: onnxruntime placed every node on the CPU (providers offered: "
                                          f"{', '.join(session.get_providers())})")
-            if "CUDAExecutionProvider" in self._providers or "TensorrtExecutionProvider" in self._providers:
-                self._precision = "as exported (TF32 allowed by the CUDA provider's default)"
+            if "CUDAExecutionProvider" in providers or "TensorrtExecutionProvider" in providers:
+                precision = "as exported (TF32 allowed by the CUDA provider's default)"
+            if nodes:
+                fallback = nodes.get(CPU_PROVIDER, 0)
+                facts.update(cpu_fallback_nodes=fallback, fully_accelerated=fallback == 0)
+        return providers, precision, facts
+
+    def _open(self, path: Path, device: str, threads: int | None) -> Loaded:
+        import onnxruntime as ort
+
+        threads = threads or default_threads()
+        session = self._session(ort, path, device, threads)
+        providers, precision, facts = self._placement(session, device)
         inputs, outputs = session.get_inputs(), session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise ModelLoadError(f"{path.name}: expected one input, got {len(inputs)}")
@@ -181,34 +195,27 @@ class OnnxRuntime(Runtime):
             raise ModelLoadError(f"{path.name}: unsupported I/O types {inp.type} → {out.type}")
         if len(inp.shape) != 4 or inp.shape[-1] != 3:
             raise ModelLoadError(f"{path.name}: expected an N×H×W×3 (NHWC) input, got {inp.shape}")
-        meta = dict(session.get_modelmeta().custom_metadata_map)
-        scale, zero_point = 0.0, 0
-        if in_dtype in ("uint8", "int8", "int16"):
-            if "input_scale" in meta:
-                scale, zero_point = float(meta["input_scale"]), int(meta.get("input_zero_point", 0))
-            elif in_dtype == "uint8" and _byte_normalization(meta):
-                scale, zero_point = 1.0 / 255.0, 0
-            else:
-                raise ModelLoadError(f"{path.name}: {in_dtype} input without input_scale metadata is unsupported")
-        self._session = session
-        self._input_name, self._output_name = inp.name, out.name
-        self._input = tensor_details(_dims(inp.shape), in_dtype, scale, zero_point, inp.name)
-        self._output = tensor_details(_dims(out.shape), out_dtype, name=out.name)
-        out_shape = [d if d is not None else -1 for d in _dims(out.shape)]
-        self._output["kind"] = "class_map" if is_class_map(out_shape, out_dtype) else "logits"
+        scale, zero_point = _input_quantization(path, in_dtype, dict(session.get_modelmeta().custom_metadata_map))
+        self._ort_session = session
+        self._names = (inp.name, out.name)
+        return Loaded(path, device, threads, TensorInfo.of(_dims(inp.shape), in_dtype, scale, zero_point, inp.name),
+                      TensorInfo.of(_dims(out.shape), out_dtype, name=out.name, output=True), providers, precision,
+                      facts)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        self._require_loaded()
-        data = quantize_input(check_images(images), self._input["dtype"], self._input["scale"],
-                              self._input["zero_point"])
-        (raw,) = self._session.run([self._output_name], {self._input_name: data})
+        loaded = self._require_loaded()
+        data = quantize_input(check_images(images), loaded.input.dtype, loaded.input.scale, loaded.input.zero_point)
+        input_name, output_name = self._names
+        (raw,) = self._ort_session.run([output_name], {input_name: data})
         return decode_output(raw)
 
-    def details(self) -> dict:
-        if not self._nodes:
-            return {}
-        facts = {"nodes_by_provider": dict(self._nodes)}
-        if self.device == "gpu":
-            fallback = self._nodes.get(CPU_PROVIDER, 0)
-            facts.update(cpu_fallback_nodes=fallback, fully_accelerated=fallback == 0)
-        return facts
+
+def _input_quantization(path: Path, dtype: str, meta: dict[str, str]) -> tuple[float, int]:
+    """(scale, zero point) for an integer input: from ``input_scale`` metadata, or camera bytes for uint8."""
+    if dtype not in ("uint8", "int8", "int16"):
+        return 0.0, 0
+    if "input_scale" in meta:
+        return float(meta["input_scale"]), int(meta.get("input_zero_point", 0))
+    if dtype == "uint8" and _byte_normalization(meta):
+        return 1.0 / 255.0, 0
+    raise ModelLoadError(f"{path.name}: {dtype} input without input_scale metadata is unsupported")

@@ -26,16 +26,16 @@ from pathlib import Path
 import numpy as np
 
 from exporter.runtimes.base import (
+    Loaded,
     ModelLoadError,
     Runtime,
     RuntimeUnavailable,
+    TensorInfo,
     check_images,
     decode_output,
-    is_class_map,
     one_line,
     quantize_input,
     register,
-    tensor_details,
 )
 
 # TFLite schema TensorType values → numpy dtype names (only those an I/O tensor may have here).
@@ -132,6 +132,7 @@ class OpenVINORuntime(Runtime):
     formats = ("onnx", "tflite")
     modules = ("openvino",)
     distributions = ("openvino",)
+    order = 40
     PRECISION_HINT = "f32"  # see the module docstring: never let the CPU plugin silently run bf16
 
     def __init__(self) -> None:
@@ -140,25 +141,22 @@ class OpenVINORuntime(Runtime):
         self._model = None
         self._config: dict = {}
         self._compiled: dict[int, tuple[object, object]] = {}
-        self._quantized_graph = False
         self._ov_device = "CPU"
+        self._model_shape: list = []
 
     def _compile(self, batch: int):
         """Compile the model reshaped to a static batch (cached by batch)."""
         cached = self._compiled.get(batch)
         if cached is None:
             model = self._model.clone()
-            shape = self._input["shape"]
-            model.reshape({model.inputs[0]: [batch, *shape[1:]]})
+            model.reshape({model.inputs[0]: [batch, *self._model_shape[1:]]})
             compiled = self._core.compile_model(model, self._ov_device, self._config)
             cached = (compiled, compiled.create_infer_request())
             self._compiled[batch] = cached
         return cached
 
-    def load(self, path, device: str = "cpu", threads: int | None = None) -> None:
-        path = self._begin_load(path, device, threads)
-        import openvino as ov
-
+    def _read(self, ov, path: Path, device: str):
+        """(core, model) for ``device``; RuntimeUnavailable where OpenVINO does not see it."""
         core = ov.Core()
         self._ov_device = "GPU" if device == "gpu" else "CPU"
         if self._ov_device not in core.available_devices:
@@ -172,52 +170,58 @@ class OpenVINORuntime(Runtime):
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ModelLoadError(f"{path.name}: expected one input and one output, got "
                                  f"{len(model.inputs)} and {len(model.outputs)}")
+        return core, model
+
+    def _open(self, path: Path, device: str, threads: int | None) -> Loaded:
+        import openvino as ov
+
+        core, model = self._read(ov, path, device)
         inp, out = model.inputs[0], model.outputs[0]
         in_shape, out_shape = _partial_dims(inp.get_partial_shape()), _partial_dims(out.get_partial_shape())
         if len(in_shape) != 4 or in_shape[-1] != 3 or None in in_shape[1:]:
             raise ModelLoadError(f"{path.name}: expected an N×H×W×3 input, got {inp.get_partial_shape()}")
-        in_q = {"dtype": _ov_dtype(inp.get_element_type()), "scale": 0.0, "zero_point": 0}
-        out_q = {"dtype": _ov_dtype(out.get_element_type()), "scale": 0.0, "zero_point": 0}
-        if path.suffix.lower() == ".tflite":
-            file_in, file_out = tflite_io_quantization(path)
-            if file_in["dtype"] == in_q["dtype"]:
-                in_q = file_in
-            if file_out["dtype"] == out_q["dtype"]:
-                out_q = file_out
-        elif in_q["dtype"] == "uint8":  # ONNX I/O has no quantization: camera bytes, as for onnxruntime
-            in_q["scale"] = 1.0 / 255.0
-        self._quantized_graph = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        in_q, out_q = _io_quantization(path, _ov_dtype(inp.get_element_type()), _ov_dtype(out.get_element_type()))
         self._config = {"INFERENCE_PRECISION_HINT": self.PRECISION_HINT}
-        if self.threads is not None:
-            self._config["INFERENCE_NUM_THREADS"] = self.threads
-        self._core, self._model = core, model
+        if threads is not None:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._core, self._model, self._model_shape = core, model, in_shape
         self._compiled.clear()
-        self._input = tensor_details(in_shape, in_q["dtype"], in_q["scale"], in_q["zero_point"],
-                                     inp.get_any_name())
-        self._output = tensor_details(out_shape, out_q["dtype"], out_q["scale"], out_q["zero_point"],
-                                      out.get_any_name())
-        kind_shape = [d if d is not None else -1 for d in out_shape]
-        self._output["kind"] = ("class_map" if is_class_map(kind_shape, out_q["dtype"], out_q["scale"])
-                                else "logits")
         try:
             compiled, _ = self._compile(1)
         except Exception as exc:
-            self._input = None
             raise ModelLoadError(f"{path.name}: {one_line(exc)}") from exc
         precision = compiled.get_property("INFERENCE_PRECISION_HINT")
-        self._precision = precision.get_type_name() if hasattr(precision, "get_type_name") else str(precision)
-        self._providers = [self._ov_device]
-        if self.threads is None:
-            self.threads = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+        precision = precision.get_type_name() if hasattr(precision, "get_type_name") else str(precision)
+        quantized_graph = any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+        return Loaded(path, device, threads or int(compiled.get_property("INFERENCE_NUM_THREADS")),
+                      TensorInfo.of(in_shape, in_q["dtype"], in_q["scale"], in_q["zero_point"], inp.get_any_name()),
+                      TensorInfo.of(out_shape, out_q["dtype"], out_q["scale"], out_q["zero_point"],
+                                    out.get_any_name(), output=True),
+                      (self._ov_device,), precision, {"quantized_graph": quantized_graph})
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        self._require_loaded()
-        data = quantize_input(check_images(images), self._input["dtype"], self._input["scale"],
-                              self._input["zero_point"])
+        loaded = self._require_loaded()
+        data = quantize_input(check_images(images), loaded.input.dtype, loaded.input.scale, loaded.input.zero_point)
         _, request = self._compile(len(data))
         request.infer({0: data})
         raw = request.get_output_tensor(0).data.copy()
-        return decode_output(raw, self._output["scale"], self._output["zero_point"])
+        return decode_output(raw, loaded.output.scale, loaded.output.zero_point)
 
     def details(self) -> dict:
-        return {"quantized_graph": self._quantized_graph, "compiled_batches": sorted(self._compiled)}
+        return {"compiled_batches": sorted(self._compiled)}
+
+
+def _io_quantization(path: Path, in_dtype: str, out_dtype: str) -> tuple[dict, dict]:
+    """The I/O types and quantization: read from a .tflite (OpenVINO folds them into FakeQuantize); an ONNX
+    uint8 input is camera bytes, as for onnxruntime."""
+    in_q = {"dtype": in_dtype, "scale": 0.0, "zero_point": 0}
+    out_q = {"dtype": out_dtype, "scale": 0.0, "zero_point": 0}
+    if path.suffix.lower() == ".tflite":
+        file_in, file_out = tflite_io_quantization(path)
+        if file_in["dtype"] == in_dtype:
+            in_q = file_in
+        if file_out["dtype"] == out_dtype:
+            out_q = file_out
+    elif in_dtype == "uint8":
+        in_q["scale"] = 1.0 / 255.0
+    return in_q, out_q

@@ -11,7 +11,7 @@ ROOT = Path(__file__).parents[1]
 def test_filtered_stderr_drops_the_notices_and_keeps_the_rest():
     code = (
         "import os, sys\n"
-        "from exporter.tf_quiet import filtered_stderr\n"
+        "from exporter.stdio import filtered_stderr\n"
         "with filtered_stderr():\n"
         "    os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n')\n"
         "    os.write(2, b'E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\\n')\n"
@@ -26,7 +26,7 @@ def test_filtered_stderr_drops_the_notices_and_keeps_the_rest():
 
 def test_tensorflow_import_is_quiet_and_says_its_devices():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # even without the env setting
-    code = "from exporter.tf_quiet import announce; announce(print); announce(print)"
+    code = "from exporter.stdio import announce; announce(print); announce(print)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env=env)
     assert proc.returncode == 0, proc.stderr

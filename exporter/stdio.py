@@ -1,22 +1,24 @@
-"""Import TensorFlow without its start-up noise, and say in one line which devices it uses.
+"""What native libraries and converters print: held back, filtered, or silenced — the one stdio helper.
 
 TensorFlow's C++ side logs through absl before logging is initialised, so ``TF_CPP_MIN_LOG_LEVEL`` does not
 reach those lines: on a machine without a GPU every command printed "failed call to cuInit: INTERNAL: CUDA
 error", "Could not find cuda drivers", "All log messages before absl::InitializeLog()..." and the oneDNN and
-CPU-instruction notices, which a newcomer reads as failures. They are written to file descriptor 2 while
-TensorFlow is imported and its devices are listed; this module sends that descriptor to a temporary file
-for exactly that time and passes on every line that is not one of the known notices.
+CPU-instruction notices, which a newcomer reads as failures. Native runtimes (LiteRT's GPU accelerator) say
+why a device failed only on file descriptor 2, not in the exception they raise. ``held_stderr`` sends that
+descriptor to a temporary file for a while; ``filtered_stderr`` passes on what is not a known notice.
 
-Host side (imports TensorFlow when called).
+Standard library only: frameworks are imported inside the functions that need them (host and device).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import re
 import sys
-
-from exporter.runtimes.base import held_stderr
+import tempfile
+from collections.abc import Callable, Iterator
 
 NOISE = re.compile(
     r"All log messages before absl::InitializeLog"
@@ -30,8 +32,39 @@ CONVERTER_NOISE = re.compile(NOISE.pattern + r"|Created TensorFlow Lite XNNPACK 
                              r"|Estimated count of arithmetic ops|arithmetic ops\.$")
 
 
+class HeldOutput:
+    """What was written to file descriptor 2 inside ``held_stderr`` (``text`` is set on leaving)."""
+
+    text: str = ""
+
+
 @contextlib.contextmanager
-def filtered_stderr(noise: re.Pattern = NOISE):
+def held_stderr() -> Iterator[HeldOutput]:
+    """While inside, what anything (native libraries included) writes to fd 2 is held back, not shown.
+
+    Yields a ``HeldOutput`` whose ``text`` holds it afterwards.
+    """
+    held = HeldOutput()
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2 (a closed stderr): nothing to hold
+        yield held
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            held.text = sink.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = NOISE) -> Iterator[None]:
     """While inside, what anything (C++ included) writes to fd 2 is held back; on leaving, the lines that do
     not match ``noise`` are written to stderr."""
     held = None
@@ -44,6 +77,13 @@ def filtered_stderr(noise: re.Pattern = NOISE):
         if kept:
             sys.stderr.write("\n".join(kept) + "\n")
             sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def silenced_python_output() -> Iterator[None]:
+    """Python-level stdout and stderr swallowed: converters that print endpoint listings from Python."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def import_tensorflow():
@@ -74,7 +114,7 @@ def devices_line() -> str:
 _announced = False
 
 
-def announce(log) -> None:
+def announce(log: Callable[[str], None] | None) -> None:
     """Import TensorFlow quietly and, once per process, ``log`` which devices it runs on."""
     global _announced
     line = devices_line()

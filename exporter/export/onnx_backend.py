@@ -1,0 +1,54 @@
+"""The ONNX backend: ONNX Runtime validates it, labels and normalisation go to ``metadata_props``, nodes are read
+back by ONNX Runtime."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from exporter.contracts.export_spec import ExportSpec
+from exporter.export.backend import ArtifactLayers, Converted, FormatBackend, ModelFacts
+from exporter.export.calibration import CalibrationSet
+from exporter.export.layers import KerasLayer
+from exporter.parameters import ArtifactFormat, Int8Scheme, Quantization
+
+NO_VNNI_NOTE = ("this CPU has no VNNI (int8 dot product: vpmaddubsw): ONNX Runtime's u8s8 kernels saturate 16-bit "
+                "sums here, so this validation (and this CPU's users) see more drift than a VNNI CPU or LiteRT would; "
+                "--int8-scheme reduce-range holds on both kinds (benchmarks/RESULTS.md)")
+
+
+class OnnxBackend(FormatBackend):
+    format = ArtifactFormat.ONNX
+    validating_runtime = "onnxruntime"
+
+    def notes(self, spec: ExportSpec) -> list[str]:
+        if spec.quantization is Quantization.INT8 and spec.int8_scheme is Int8Scheme.U8S8:
+            from exporter.bench.environment import int8_dot_product
+
+            if int8_dot_product() == "vpmaddubsw":
+                return [NO_VNNI_NOTE]
+        return []
+
+    def convert(self, model, spec: ExportSpec, calibration: CalibrationSet | None, facts: ModelFacts,
+                name: str) -> Converted:
+        import onnx
+
+        from exporter.export.onnx_export import convert_onnx, onnx_metadata
+
+        proto = convert_onnx(model, spec, calibration,
+                             onnx_metadata(facts.labels, facts.describe(spec, "float32", "logits")))
+        return Converted(lambda path: onnx.save(proto, path), replace(spec, opset=spec.onnx_opset))
+
+    def read_layers(self, artifact: Path, layers: list[KerasLayer], images: np.ndarray) -> ArtifactLayers:
+        import onnx
+
+        from exporter.export import onnx_graph
+
+        proto = onnx.load(artifact)
+        nodes = onnx_graph.match(layers, proto, images, str(artifact))
+        return ArtifactLayers(
+            ops=[node["op"] for node in nodes], tensors=[node["tensor"] for node in nodes],
+            precisions=["int8" if onnx_graph.is_quantized(node) else "float" for node in nodes],
+            outputs=onnx_graph.layer_outputs(proto, nodes, images), weights=onnx_graph.weights(proto, nodes))
