@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 demo lint clean
+.PHONY: setup test test-avx2 fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,19 @@ test: $(STAMP)
 test-avx2: $(STAMP)
 	@command -v qemu-x86_64 >/dev/null || { echo "test-avx2 needs qemu-user: apt-get install qemu-user" >&2; exit 2; }
 	qemu-x86_64 -cpu EPYC-Milan $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The fuzz suite's long mode: FUZZ_SECONDS a target (default 10 minutes), a fresh seed each run, printed first so
+# that a failure can be replayed (make fuzz UNET_FUZZ_SEED=N); the trial counts and outcomes go to
+# artifacts/fuzz/seed-N.txt. ~70 min with the default; the suite itself runs each target 5 s.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	@seed=$${UNET_FUZZ_SEED:-$$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}; \
+	report=artifacts/fuzz/seed-$$seed.txt; mkdir -p artifacts/fuzz; \
+	echo "fuzz: seed $$seed, $(FUZZ_SECONDS) s a target; replay with: make fuzz UNET_FUZZ_SEED=$$seed; report: $$report"; \
+	echo "# make fuzz: seed $$seed, $(FUZZ_SECONDS) s a target, $$(date -u +%FT%TZ)" > $$report; \
+	UNET_FUZZ_SEED=$$seed UNET_FUZZ_SECONDS=$(FUZZ_SECONDS) UNET_FUZZ_REPORT=$$report \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py -k test_fuzz_; \
+	status=$$?; cat $$report; exit $$status
 
 demo: $(STAMP)
 	$(BIN)/unet-export pipeline --out artifacts/demo

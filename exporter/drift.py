@@ -51,8 +51,11 @@ class Budget:
             return True
         return agreement is not None and agreement >= self.min_agreement
 
-    def within(self, miou_drop_points: float | None, agreement: float | None) -> bool:
-        return self.miou_drop_ok(miou_drop_points) and self.agreement_ok(agreement)
+    def miou_floor(self, reference_miou: float | None) -> float | None:
+        """The lowest mIoU within the budget: ``max_miou_drop`` points below the reference (None: no limit)."""
+        if self.max_miou_drop is None or reference_miou is None:
+            return None
+        return reference_miou - self.max_miou_drop / 100.0
 
     def violations(self, miou_drop_points: float | None, agreement: float | None) -> list[str]:
         """What exceeds the budget, in words (empty if within it)."""

@@ -110,7 +110,7 @@ def _recommendation(rows: list[ComparisonRow], artifacts: list[ArtifactEntry], b
         lines.append(f"- No exported artifact is within the accuracy budget ({budget.describe()}) on this machine.")
     if mobile:
         spec = specs[mobile.row.artifact]
-        camera = spec.io is IOType.UINT8 and spec.argmax
+        camera = spec.io is IOType.UINT8 and spec.argmax and spec.metadata
         lines.append(f"- **To embed in a mobile app**: `{mobile.row.artifact}` ({mobile.size_mb:.1f} MB; "
                      f"LiteRT p50 {mobile.p50:.2f} ms here, agreement {mobile.agreement:.2%}). "
                      + ("It takes camera bytes (uint8 RGB) and returns the class map, with labels embedded."

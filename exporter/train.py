@@ -403,11 +403,17 @@ def _check_request(run: RunDir, config: TrainConfig, resume: bool, overwrite: bo
 
 
 def _resumed_state(run: RunDir, config: TrainConfig) -> dict:
-    """checkpoint/state.json, checked, of a run trained with the options of ``config``."""
+    """checkpoint/state.json, checked, of a run trained with the options of ``config`` whose checkpoints are
+    there: a resume says what is wrong with its state before it says anything about the data."""
     state = read_training_state(run.training_state)
     if not config.same_run(state.get("config")):
         raise UserError(f"{run.training_state}: the run was trained with {state.get('config')}; "
                         f"resume with the same options")
+    for role in ("last", "best"):
+        name = state.get(f"{role}_checkpoint") or ("last.keras" if role == "last" else None)  # last.keras: 0.1
+        if name and not (run.checkpoints / name).is_file():
+            raise UserError(f"{run.checkpoints / name}: missing, but {run.training_state.name} names it as the "
+                            f"{role} checkpoint (restore it, or start over with --force)")
     return state
 
 
@@ -456,7 +462,7 @@ def _load_checkpoint(run: RunDir, state: dict, log: Callable[[str], None]) -> ke
     """The last committed checkpoint, with its optimizer; a missing or damaged one is a UserError naming it."""
     import keras
 
-    last = run.checkpoints / str(state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
+    last = run.checkpoints / (state.get("last_checkpoint") or "last.keras")  # last.keras: the 0.1 layout
     try:
         model = keras.saving.load_model(last, compile=True, safe_mode=True)
     except Exception as exc:

@@ -98,3 +98,33 @@ def test_app_preference_ranks_the_files_apps_embed():
     assert all(s.embeds_in_apps for s in specs)
     assert not ExportSpec("onnx", "int8").embeds_in_apps
     assert not ExportSpec("tflite", "int8", float_scope=FloatScope(("conv2d_3",))).embeds_in_apps
+
+
+def test_loose_inputs_are_refused_or_read_as_meant():
+    with pytest.raises(UserError, match="--opset 5: expected 13 to 21"):
+        ExportSpec("onnx", opset=5)
+    assert FloatScope(layers="conv2d_3").layers == ("conv2d_3",)  # one name, not its characters
+    with pytest.raises(ContractError, match="float_scope: expected an object"):
+        ExportSpec.from_dict({"format": "onnx", "float_scope": []})
+    entry = {"path": "m.tflite", "format": "tflite", "precision": "int8", "size_bytes": 1, "sha256": "x",
+             "spec": ExportSpec("onnx", "int8").to_dict()}
+    with pytest.raises(ContractError, match="says onnx int8, the entry tflite int8"):
+        ArtifactEntry.from_dict(entry)
+    old = {**entry, "spec": None, "io": "uint9"}
+    with pytest.raises(ContractError, match=r"its fields \(format, precision, io\) do not describe"):
+        ArtifactEntry.from_dict(old)
+
+
+def test_files_apps_cannot_take_are_never_the_one_to_embed():
+    for spec in (ExportSpec("tflite", "int8", io="int8"),  # MediaPipe takes no int8 input, and it has no metadata
+                 ExportSpec("tflite", "int8", argmax=True),  # a class map from float input: not a camera model
+                 ExportSpec("tflite", "int8", io="uint8", metadata=False)):
+        assert not spec.embeds_in_apps, spec.file_name
+
+
+def test_backend_of_names_the_file_it_cannot_read():
+    from exporter.export.formats import backend_of
+
+    assert backend_of("a/b/unet_int8.onnx").format is ArtifactFormat.ONNX
+    with pytest.raises(UserError, match=r"^run/model\.keras: not an exported artifact \(\.tflite, \.onnx\)$"):
+        backend_of("run/model.keras")

@@ -5,9 +5,10 @@ it, in-process through click's runner. Every trial must end in exit 0, or in exi
 names the file: never a traceback, an exception the CLI does not map, or a file written outside the work
 folder (hangs are bounded by the bench's worker timeout).
 
-Time per target: ``UNET_FUZZ_SECONDS`` (default 5; the suite's share stays near a minute). A long run:
-``UNET_FUZZ_SECONDS=120 UNET_FUZZ_REPORT=fuzz.txt .venv/bin/python -m pytest tests/test_fuzz.py`` (the
-report lists the trial counts and the distinct messages seen). ``UNET_FUZZ_SEED`` picks another sequence.
+Time per target: ``UNET_FUZZ_SECONDS`` (default 5; the suite's share stays near a minute). The long mode is
+``make fuzz`` (10 minutes a target, a fresh seed printed first; ``make fuzz UNET_FUZZ_SEED=N`` replays one): the
+report (``UNET_FUZZ_REPORT``) lists each target's trial count and the distinct outcomes seen, and a failing
+trial with its number and output. The same seed gives the same trials (as long as the input files are the same).
 """
 
 from __future__ import annotations
@@ -153,24 +154,36 @@ def fuzz(name: str, root: Path, make_trial, run_trial) -> None:
         named = make_trial(rng, trial_dir)
         result = run_trial(trial_dir)
         trials += 1
-        out = result.output
-        assert "Traceback" not in out, (name, trials, out[-2000:])
-        assert result.exit_code in (0, 2), (name, trials, result.exit_code, repr(result.exception), out[-2000:])
-        if result.exit_code == 2:
-            lines = out.strip().splitlines()
-            # the file, or the folder holding it when the problem is its neighbour (a checkpoint it names)
-            said = next((str(p) for p in (named, named.parent) if str(p) in (lines or [""])[0]), None)
-            assert len(lines) == 1 and said, (name, trials, out[-2000:])
-            messages[_normalise(lines[0].replace(said, "<file>"))] += 1
-        else:
-            assert result.exception is None, (name, trials, repr(result.exception))
-            messages["exit 0"] += 1
-        assert _listing(root, trial_dir) == before, (name, trials, "wrote outside its work folder")
+        try:
+            messages[_judge(name, trials, result, named)] += 1
+            assert _listing(root, trial_dir) == before, (name, trials, "wrote outside its work folder")
+        except AssertionError as failure:
+            _report(f"## {name}: FAILED at trial {trials} (seed {SEED}): {str(failure)[:3000]}\n", messages)
+            raise
         shutil.rmtree(trial_dir)
     _results[name] = (trials, messages)
+    _report(f"## {name}: {trials} trials, {len(messages)} distinct outcomes\n", messages)
+
+
+def _judge(name: str, trials: int, result, named: Path) -> str:
+    """The trial's outcome, normalised; AssertionError unless it is exit 0 or one line naming the file, exit 2."""
+    out = result.output
+    assert "Traceback" not in out, (name, trials, out[-2000:])
+    assert result.exit_code in (0, 2), (name, trials, result.exit_code, repr(result.exception), out[-2000:])
+    if result.exit_code == 0:
+        assert result.exception is None, (name, trials, repr(result.exception))
+        return "exit 0"
+    lines = out.strip().splitlines()
+    # the file, or the folder holding it when the problem is its neighbour (a checkpoint it names)
+    said = next((str(p) for p in (named, named.parent) if str(p) in (lines or [""])[0]), None)
+    assert len(lines) == 1 and said, (name, trials, out[-2000:])
+    return _normalise(lines[0].replace(said, "<file>"))
+
+
+def _report(heading: str, messages: Counter) -> None:
     if REPORT:
         with open(REPORT, "a") as fh:
-            fh.write(f"## {name}: {trials} trials, {len(messages)} distinct outcomes\n")
+            fh.write(heading)
             fh.writelines(f"{count:6d}  {message}\n" for message, count in messages.most_common())
 
 
@@ -290,3 +303,41 @@ def test_fuzz_training_state(tiny_run, blocks_dir, tmp_path):
 
     fuzz("checkpoint/state.json (train --resume)", tmp_path, make,
          lambda trial: CliRunner().invoke(cli, ["train", "--out", str(trial / "run"), *args]))
+
+
+# -- regressions the long mode found (UNET_FUZZ_SEED=4242, 90 s a target) ------------------------------------
+
+@pytest.mark.parametrize("path,problem", [
+    ("x" * 300 + ".tflite", "a path component longer than 255 characters"),  # was OSError(36), exit 1, no message
+    ("a/" * 600 + "m.tflite", "a path of 1208 characters"),
+    ("../outside/unet_fp32.tflite", "climbs out of its folder"),
+    ("unet\x00.tflite", "control characters"),
+])
+def test_a_manifest_path_is_checked_before_it_touches_the_file_system(fuzz_run, tmp_path, path, problem):
+    run = tmp_path / "run"
+    shutil.copytree(fuzz_run[0], run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["artifacts"][0]["path"] = path
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(bench_cli, ["run", str(run), "--work-dir", str(tmp_path / "work"), *FAST])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert str(run / "manifest.json") in result.output and problem in result.output, result.output
+
+
+def test_a_resume_whose_state_names_a_missing_checkpoint_says_so_before_anything_else(tiny_run, blocks_dir,
+                                                                                        tmp_path):
+    """Trial 279 of seed 4242: last_checkpoint null (the 0.1 layout's last.keras, absent) printed the data line
+    first, then 'cannot resume from this checkpoint'. The state is now checked first, checkpoints included."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    for damage in ({"last_checkpoint": None}, {"best_checkpoint": "epoch_0999.keras"}):
+        state = json.loads((tiny_run / "checkpoint" / "state.json").read_text())
+        (run / "checkpoint" / "state.json").write_text(json.dumps({**state, **damage}))
+        result = CliRunner().invoke(cli, [
+            "train", "--out", str(run), "--data", str(blocks_dir), "--resume", "--epochs", str(state["epoch"]),
+            "--batch-size", str(config["batch_size"]), "--learning-rate", str(config["learning_rate"]),
+            "--n-filters", str(config["n_filters"]), "--input-size", *map(str, config["input_size"]),
+            "--val-split", str(config["val_split"])])
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert "missing, but state.json names it" in result.output and str(run / "checkpoint") in result.output

@@ -327,3 +327,16 @@ def test_a_runtime_is_one_file_dropped_in(exported_run, tmp_path):
     assert rows[("unet_fp32.onnx", "ort_twin")]["accuracy"]["agreement_vs_reference"] > 0.999
     assert rows[("unet_fp32.onnx", "absent_rt")]["status"] == "skipped"
     assert not [key for key in rows if key[0].endswith(".tflite")]  # neither reads TFLite
+
+
+def test_a_broken_adapter_file_is_left_out_with_one_warning(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "broken_rt.py").write_text("import a_module_that_is_not_installed\n")
+    env = dict(os.environ, UNET_RUNTIME_PATH=str(plugins))
+    proc = subprocess.run([sys.executable, "-m", "exporter.cli.bench", "run", "--help"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and "keras, litert, onnxruntime, openvino" in " ".join(proc.stdout.split())
+    assert proc.stderr.strip().splitlines() == [
+        f"warning: runtime adapter {plugins}/broken_rt.py left out (ModuleNotFoundError: No module named "
+        "'a_module_that_is_not_installed')"]

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import click
 
+from exporter.bench.runner import BenchSettings
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.errors import UserError
+from exporter.parameters import Device
 from exporter.runtimes import runtime_names
+
+DEFAULTS = BenchSettings()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,14 +42,17 @@ def cli() -> None:
 @click.argument("target", type=click.Path(exists=True))
 @click.option("--runtimes", callback=_csv_list(str), default=None,
               help=f"Comma list of {', '.join(runtime_names())} (default: all, in that order).")
-@click.option("--devices", callback=_csv_list(str), default="cpu", show_default=True, help="cpu,gpu")
+@click.option("--devices", callback=_csv_list(str), default=",".join(DEFAULTS.devices), show_default=True,
+              help=",".join(Device.values()))
 @click.option("--threads", callback=_csv_list(int), default=None,
               help="Thread counts to try, comma list (default: all cores).")
-@click.option("--batch-sizes", callback=_csv_list(int), default="1", show_default=True)
-@click.option("--warmup", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option("--min-runs", default=20, show_default=True, type=click.IntRange(min=1))
-@click.option("--min-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--timeout", default=900.0, show_default=True, type=float, help="Seconds per worker process.")
+@click.option("--batch-sizes", callback=_csv_list(int), default=",".join(map(str, DEFAULTS.batch_sizes)),
+              show_default=True)
+@click.option("--warmup", default=DEFAULTS.warmup, show_default=True, type=click.IntRange(min=0))
+@click.option("--min-runs", default=DEFAULTS.min_runs, show_default=True, type=click.IntRange(min=1))
+@click.option("--min-seconds", default=DEFAULTS.min_seconds, show_default=True, type=click.FloatRange(min=0))
+@click.option("--timeout", default=DEFAULTS.timeout, show_default=True, type=float,
+              help="Seconds per worker process.")
 @click.option("--label", default=None, help="Name of this device/run in reports (e.g. pi4).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None)
@@ -66,7 +73,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     naming every row outside the budget (or that failed to run). Skipped rows (runtime not installed) pass.
     """
     from exporter import drift
-    from exporter.bench.runner import BenchSettings, run_bench
+    from exporter.bench.runner import run_bench
     from exporter.bench.tables import terminal_table, write_reports
     from exporter.contracts.evaldata import load_eval
     from exporter.contracts.pack import open_pack, open_run_dir

@@ -11,6 +11,7 @@ import click
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.contracts.export_spec import FORMAT_OPTIONS
 from exporter.errors import UserError
+from exporter.export.quant_report import SENSITIVITY_LAYERS
 from exporter.parameters import (
     CALIBRATION_SAMPLES,
     EVAL_FRAMES,
@@ -324,7 +325,7 @@ def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
               help="Folder for quant_report.json/.md/.png (default: the run folder).")
 @click.option("--frames", default=REPORT_FRAMES, show_default=True, type=click.IntRange(min=1),
               help="Held-out frames the layer outputs are compared on.")
-@click.option("--sensitivity", default=3, show_default=True, type=click.IntRange(min=0),
+@click.option("--sensitivity", default=SENSITIVITY_LAYERS, show_default=True, type=click.IntRange(min=0),
               help="For this many of the worst layers: mIoU drop and agreement with only that layer kept float.")
 @click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--validation-samples", default=VALIDATION_SAMPLES, show_default=True, type=click.IntRange(min=1))

@@ -173,7 +173,8 @@ class BenchRow:
             status=status,
             **{name: checks.text(data.get(name), f"{where}.{name}")
                for name in ("format", "precision", "runtime", "runtime_version", "device", "reason",
-                            "inference_precision", "preview_maps")},
+                            "inference_precision")},
+            preview_maps=checks.path(data.get("preview_maps"), f"{where}.preview_maps", absolute=False),
             **{name: checks.integer(data.get(name), f"{where}.{name}") for name in ("threads", "batch_size",
                                                                                        "size_bytes",
                                                                                        "cpu_fallback_nodes")},

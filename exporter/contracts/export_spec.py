@@ -7,12 +7,12 @@ entry. ``ExportSpec`` checks its combination once, when it is made, before any s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from exporter.contracts import checks
 from exporter.contracts.checks import ContractError
 from exporter.errors import UserError
-from exporter.parameters import ONNX_OPSET, ArtifactFormat, Int8Scheme, IOType, Quantization
+from exporter.parameters import ONNX_OPSET, ONNX_OPSETS, ArtifactFormat, Int8Scheme, IOType, Quantization
 
 
 @dataclass(frozen=True)
@@ -25,13 +25,10 @@ class FloatScope:
     head: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", (self.layers,) if isinstance(self.layers, str) else tuple(self.layers))
 
     def __bool__(self) -> bool:
         return self.head or bool(self.layers)
-
-    def with_layers(self, *names: str) -> FloatScope:
-        return replace(self, layers=(*self.layers, *names))
 
     def to_dict(self) -> dict:
         return {"layers": list(self.layers), "head": self.head}
@@ -96,6 +93,9 @@ class ExportSpec:
             raise UserError("--int8-scheme is for ONNX with --quantize int8")
         if self.static_batch is not None and int(self.static_batch) < 1:
             raise UserError("--static-batch must be >= 1")
+        low, high = ONNX_OPSETS
+        if self.opset is not None and not low <= self.opset <= high:
+            raise UserError(f"--opset {self.opset}: expected {low} to {high}")
         if self.static_batch and self.static_batch > 1 and self.quantization.needs_calibration:
             raise UserError(f"--static-batch {self.static_batch} with {self.quantization.value}: calibration feeds "
                             "one frame at a time; use --static-batch 1")
@@ -156,8 +156,10 @@ class ExportSpec:
 
     @property
     def embeds_in_apps(self) -> bool:
-        """A TFLite file of the families apps embed (no layer picked out to stay float, the default int8 types)."""
-        return (self.format is ArtifactFormat.TFLITE and not self.float_scope.layers
+        """A TFLite file of the families apps embed: self-describing (metadata; not int8 I/O, which MediaPipe
+        cannot take), a class map only with camera bytes in, no layer picked out to stay float."""
+        return (self.format is ArtifactFormat.TFLITE and self.metadata and self.io is not IOType.INT8
+                and (not self.argmax or self.io is IOType.UINT8) and not self.float_scope.layers
                 and self.quantization in (Quantization.INT8, Quantization.FP16, Quantization.FP32))
 
     def app_preference(self) -> tuple:
@@ -185,7 +187,7 @@ class ExportSpec:
                 argmax=checks.flag(data.get("argmax"), f"{where}.argmax"),
                 metadata=checks.flag(data.get("metadata"), f"{where}.metadata", default=True),
                 opset=checks.integer(data.get("opset"), f"{where}.opset"),
-                float_scope=FloatScope.from_dict(data.get("float_scope") or {}, f"{where}.float_scope"),
+                float_scope=FloatScope.from_dict(data.get("float_scope", {}), f"{where}.float_scope"),
                 int8_scheme=checks.text(data.get("int8_scheme", "u8s8"), f"{where}.int8_scheme", required=True),
                 static_batch=checks.integer(data.get("static_batch"), f"{where}.static_batch"))
         except UserError as exc:

@@ -148,6 +148,7 @@ class ArtifactEntry:
         for required in ("path", "sha256"):
             if not isinstance(data.get(required), str):
                 raise ContractError(f"{where}: no '{required}' string")
+        checks.path(data["path"], f"{where}.path")
         for required in ("format", "precision", "size_bytes"):
             if required not in data:
                 raise ContractError(f"{where}: no '{required}'")
@@ -180,13 +181,22 @@ class ArtifactEntry:
 def _stored_spec(data: dict, fallback: FallbackRecord | None, where: str) -> ExportSpec | None:
     """The entry's spec: stored whole, or (an entry from before) rebuilt from the fields kept beside it."""
     if data.get("spec") is not None:
-        return ExportSpec.from_dict(data["spec"], f"{where}.spec")
+        spec = ExportSpec.from_dict(data["spec"], f"{where}.spec")
+        if (spec.format.value, spec.quantization.value) != (data["format"], data["precision"]):
+            raise ContractError(f"{where}.spec: says {spec.format.value} {spec.quantization.value}, the entry "
+                                f"{data['format']} {data['precision']}")
+        return spec
     if data["format"] not in ArtifactFormat.values():
         return None  # the Keras model, or a format this version does not export
     flat = {name: data[name] for name in _FLAT_SPEC_FIELDS if data.get(name) is not None}
     scope = {"head": flat.pop("float_head", False), "layers": list(fallback.float_layers) if fallback else []}
-    return ExportSpec.from_dict({"format": data["format"], "quantization": data["precision"], **flat,
-                                 "float_scope": scope}, f"{where}")
+    try:  # (whether metadata was embedded was not recorded: such an entry reads as metadata on)
+        return ExportSpec.from_dict({"format": data["format"], "quantization": data["precision"], **flat,
+                                     "float_scope": scope})
+    except ContractError as exc:
+        fields = ", ".join(["format", "precision", *flat, *(["fallback"] if fallback else [])])
+        raise ContractError(f"{where}: its fields ({fields}) do not describe an export this version knows "
+                            f"({str(exc).removeprefix('spec: ')})") from None
 
 
 @dataclass(frozen=True)

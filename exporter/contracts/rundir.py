@@ -25,6 +25,8 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
+from exporter.contracts import checks
+from exporter.contracts.checks import ContractError
 from exporter.contracts.manifest import MANIFEST, ArtifactEntry, Manifest
 from exporter.errors import UserError
 from exporter.fileio import file_lock, read_json, sha256_file
@@ -111,15 +113,25 @@ class RunDir:
 
     # -- reads, one policy -------------------------------------------------------------------------------
     def config(self) -> dict:
-        """config.json ({} before training); UserError if it is there but unreadable."""
-        return read_json(self.config_path, "run config") if self.config_path.exists() else {}
+        """config.json ({} before training); UserError if it is there but unreadable, or if what the toolkit reads
+        back from it (the data folder, class names, held-out split) is malformed."""
+        if not self.config_path.exists():
+            return {}
+        config = read_json(self.config_path, "run config")
+        try:
+            checks.path(config.get("data_dir"), "data_dir")
+            checks.texts(config.get("class_names"), "class_names")
+            checks.texts(config.get("val_stems"), "val_stems")
+            split = checks.number(config.get("val_split"), "val_split")
+            if split is not None and not 0 < split < 1:
+                raise ContractError("val_split: expected a fraction between 0 and 1")
+        except ContractError as exc:
+            raise UserError(f"{self.config_path}: {exc}") from None
+        return config
 
     def class_names(self) -> list[str]:
         """The class names training recorded ([] if none)."""
-        names = self.config().get("class_names") or []
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise UserError(f"{self.config_path}: class_names is not a list of names")
-        return names
+        return list(self.config().get("class_names") or [])
 
     def history(self) -> list[dict[str, float]]:
         """history.csv, one dict of floats per epoch ([] before the first epoch)."""

@@ -23,5 +23,9 @@ def backend_for(fmt: str | ArtifactFormat) -> FormatBackend:
 
 
 def backend_of(path: str | Path) -> FormatBackend:
-    """The backend of an artifact file, by its suffix."""
-    return backend_for(Path(path).suffix)
+    """The backend of an artifact file, by its suffix (UserError naming the file for any other)."""
+    try:
+        return backend_for(Path(path).suffix)
+    except UserError:
+        suffixes = ", ".join(f".{fmt}" for fmt in ArtifactFormat.values())
+        raise UserError(f"{path}: not an exported artifact ({suffixes})") from None

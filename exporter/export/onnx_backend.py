@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.contracts.export_spec import ExportSpec
+from exporter.errors import UserError
 from exporter.export.backend import ArtifactLayers, Converted, FormatBackend, ModelFacts
 from exporter.export.calibration import CalibrationSet
 from exporter.export.layers import KerasLayer
@@ -46,7 +47,10 @@ class OnnxBackend(FormatBackend):
 
         from exporter.export import onnx_graph
 
-        proto = onnx.load(artifact)
+        try:
+            proto = onnx.load(artifact)
+        except Exception as exc:  # protobuf's DecodeError and friends: the file is not a model
+            raise UserError(f"{artifact}: not a readable .onnx ({exc.__class__.__name__})") from None
         nodes = onnx_graph.match(layers, proto, images, str(artifact))
         return ArtifactLayers(
             ops=[node["op"] for node in nodes], tensors=[node["tensor"] for node in nodes],

@@ -158,7 +158,11 @@ def report(model, artifact: Path, images: np.ndarray) -> QuantReport:
     return QuantReport(artifact.name, backend.format.value, len(images), rows)
 
 
-def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = REPORT_FRAMES, sensitivity: int = 3,
+SENSITIVITY_LAYERS = 3  # quant-report --sensitivity: the worst layers each kept float alone, measured
+
+
+def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = REPORT_FRAMES,
+               sensitivity: int = SENSITIVITY_LAYERS,
                calibration_samples: int = CALIBRATION_SAMPLES) -> QuantReport:
     """The report of ``artifact`` (default: the context's model converted to full int8 in ``fmt`` now), with
     the mIoU drop and agreement when only one of the ``sensitivity`` worst layers is kept float."""

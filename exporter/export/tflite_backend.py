@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from exporter.contracts.export_spec import ExportSpec
+from exporter.errors import UserError
 from exporter.export.backend import ArtifactLayers, Converted, FormatBackend, ModelFacts
 from exporter.export.calibration import CalibrationSet
 from exporter.export.layers import KerasLayer
@@ -38,7 +40,7 @@ class TFLiteBackend(FormatBackend):
         input_dtype, output, input_quantization = io_types(model_bytes)
         notes = ()
         if spec.metadata and input_dtype == "int8":
-            notes = (INT8_INPUT_NOTE,)
+            notes, spec = (INT8_INPUT_NOTE,), replace(spec, metadata=False)  # recorded as what was written
         elif spec.metadata:
             from exporter.export.tflite_metadata import add_segmenter_metadata
 
@@ -53,6 +55,10 @@ class TFLiteBackend(FormatBackend):
         from exporter.export import tflite_graph
 
         model_bytes = Path(artifact).read_bytes()
+        try:
+            tflite_graph.ops(model_bytes)
+        except (ValueError, RuntimeError) as exc:  # LiteRT's message for a file that is not a model
+            raise UserError(f"{artifact}: not a readable .tflite ({str(exc).splitlines()[0][:160]})") from None
         matched = tflite_graph.match(layers, model_bytes, str(artifact))
         return ArtifactLayers(
             ops=[op.op for op in matched], tensors=[op.out.name for op in matched],

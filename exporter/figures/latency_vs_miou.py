@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.contracts.bench_json import BenchRow
+from exporter.drift import Budget, miou_drop_points
 from exporter.figures.common import FONT, SCREEN_DPI, distinct_labels, message_figure, pyplot, save_png
 from exporter.figures.label_layout import Box, LabelSpot, Point, box_overlap, place_labels
 
@@ -112,7 +113,8 @@ def _key_lines(rows: list[BenchRow], reference_miou: float | None) -> tuple[str,
     columns.append(("p50 ms", [_ms(r.p50) for r in rows], ">"))
     columns.append(("mIoU", [f"{r.score('miou'):.3f}" for r in rows], ">"))
     if reference_miou is not None:
-        columns.append(("vs Keras", [f"{100 * (r.score('miou') - reference_miou):+.2f} pt" for r in rows], ">"))
+        columns.append(("vs Keras", [f"{-miou_drop_points(r.score('miou'), reference_miou):+.2f} pt" for r in rows],
+                        ">"))
     widths = [max(len(head), *(len(v) for v in values)) for head, values, _ in columns]
     header = "  ".join(f"{head:{align}{w}}" for (head, _, align), w in zip(columns, widths, strict=True))
     lines = ["  ".join(f"{values[i]:{align}{w}}" for (_, values, align), w in zip(columns, widths, strict=True))
@@ -278,8 +280,7 @@ def latency_vs_miou_figure(results: Sequence[BenchRow], *, reference_miou: float
         return LatencyFigure(fig, None, [], [], None, note)
     x = np.array([r.p50 for r in rows])
     y = np.array([r.score("miou") for r in rows])
-    budget = (reference_miou - max_miou_drop / 100.0
-              if reference_miou is not None and max_miou_drop is not None else None)
+    budget = Budget(max_miou_drop=max_miou_drop).miou_floor(reference_miou)
     header, lines = _key_lines(rows, reference_miou)
     layout = _layout(header, lines, note)
     fig = plt.figure(figsize=(layout.fig_w, layout.fig_h), dpi=SCREEN_DPI)

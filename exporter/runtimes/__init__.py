@@ -11,6 +11,7 @@ can use it (the others report ``available()`` reasons).
 import importlib
 import os
 import pkgutil
+import sys
 
 from exporter.runtimes.base import (
     RUNTIMES,
@@ -25,6 +26,7 @@ from exporter.runtimes.base import (
 )
 
 PATH_ENV = "UNET_RUNTIME_PATH"
+BROKEN: dict[str, str] = {}  # adapter module → why it could not be imported
 
 
 def discover() -> list[str]:
@@ -34,8 +36,14 @@ def discover() -> list[str]:
         if folder not in __path__:
             __path__.append(folder)
     for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
+        if info.name == "base" or info.name in BROKEN:
+            continue
+        try:
             importlib.import_module(f"{__name__}.{info.name}")
+        except Exception as exc:  # one broken adapter file must not take every command down with it
+            BROKEN[info.name] = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:200]
+            sys.stderr.write(f"warning: runtime adapter {info.module_finder.path}/{info.name}.py left out "
+                             f"({BROKEN[info.name]})\n")
     return runtime_names()
 
 
