@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 fuzz demo lint clean
+.PHONY: setup test test-avx2 test-zoo fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,12 @@ test: $(STAMP)
 test-avx2: $(STAMP)
 	@command -v qemu-x86_64 >/dev/null || { echo "test-avx2 needs qemu-user: apt-get install qemu-user" >&2; exit 2; }
 	qemu-x86_64 -cpu EPYC-Milan $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# Every model of the zoo (tests/zoo.py: the seed U-Net, BatchNorm, bilinear upsampling, MobileNet-style, 64x64 with 5
+# classes and palette masks, softmax output) through every export mode, quant-report, --auto-fallback, pack and
+# bench on LiteRT, ONNX Runtime and OpenVINO. make test runs a part of it; benchmarks/zoo.py writes the figures.
+test-zoo: $(STAMP)
+	UNET_ZOO_FULL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_zoo.py
 
 # The fuzz suite's long mode: FUZZ_SECONDS a target (default 10 minutes), a fresh seed each run, printed first so
 # that a failure can be replayed (make fuzz UNET_FUZZ_SEED=N); the trial counts and outcomes go to

@@ -25,8 +25,11 @@ CLASS_ID = {name: i for i, name in enumerate(CARLA_CLASSES)}
 
 
 def class_names(n_classes: int) -> list[str]:
-    """Names for ``n_classes`` ids: CARLA's where they exist, ``class_<i>`` beyond."""
-    return [CARLA_CLASSES[i] if i < len(CARLA_CLASSES) else f"class_{i}" for i in range(n_classes)]
+    """Default names for ``n_classes`` ids: CARLA's for its 23 classes, else ``class_0``… (a model of another
+    class count is not CARLA's, and its ids mean something else)."""
+    if n_classes == len(CARLA_CLASSES):
+        return list(CARLA_CLASSES)
+    return [f"class_{i}" for i in range(n_classes)]
 
 
 def colorize(class_map: np.ndarray) -> np.ndarray:

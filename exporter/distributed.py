@@ -175,7 +175,7 @@ class SingleDevice:
         """The training frames, shuffled each epoch, repeated for one ``fit`` over every epoch."""
         from exporter.data.index import stream_dataset
 
-        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed).repeat()
+        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed, weighted=True).repeat()
 
     def scorer(self, model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
         """The model that scores the validation frames: the trained one."""
@@ -218,8 +218,8 @@ class DataParallel:
         """The training frames, shuffled each epoch, repeated, every batch full."""
         from exporter.data.index import stream_dataset
 
-        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed, repeat=True,
-                              drop_remainder=True)
+        return stream_dataset(frames, idx, config.batch_size, shuffle=True, seed=config.seed, weighted=True,
+                              repeat=True, drop_remainder=True)
 
     def scorer(self, model: keras.Model, build: Callable[[], keras.Model]) -> keras.Model:
         """A local copy built by ``build``: every worker scores the validation frames alone."""

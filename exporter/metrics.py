@@ -1,4 +1,8 @@
-"""Segmentation metrics, numpy only (device side): confusion matrix → accuracy, IoU, agreement."""
+"""Segmentation metrics, numpy only (device side): confusion matrix → accuracy, IoU, agreement.
+
+Pixels whose label is the data's ignore value ("don't care", e.g. 255) are left out of every score, agreement and
+max |Δ| included: drift is measured where the labels say something.
+"""
 
 from __future__ import annotations
 
@@ -37,17 +41,20 @@ def pixel_accuracy(confusion: np.ndarray) -> float:
     return float(np.trace(confusion) / total) if total else float("nan")
 
 
-def agreement(class_map_a: np.ndarray, class_map_b: np.ndarray) -> float:
-    """Fraction of pixels where two class maps agree."""
+def agreement(class_map_a: np.ndarray, class_map_b: np.ndarray, counted: np.ndarray | None = None) -> float:
+    """Fraction of pixels (of those ``counted``, default all) where two class maps agree."""
     a, b = np.asarray(class_map_a), np.asarray(class_map_b)
     if a.shape != b.shape:
         raise ValueError(f"class maps {a.shape} and {b.shape} differ in shape")
-    return float(np.mean(a == b)) if a.size else float("nan")
+    same = a == b if counted is None else (a == b)[counted]
+    return float(np.mean(same)) if same.size else float("nan")
 
 
-def max_abs_error(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
-    """Largest |a − b| over all elements (max |Δlogit|)."""
-    return float(np.max(np.abs(np.asarray(logits_a, np.float64) - np.asarray(logits_b, np.float64))))
+def max_abs_error(logits_a: np.ndarray, logits_b: np.ndarray, counted: np.ndarray | None = None) -> float:
+    """Largest |a − b| over all elements (of the pixels ``counted``, default all): max |Δlogit|."""
+    diff = np.abs(np.asarray(logits_a, np.float64) - np.asarray(logits_b, np.float64))
+    diff = diff if counted is None else diff[counted]
+    return float(np.max(diff)) if diff.size else float("nan")
 
 
 def to_class_map(output: np.ndarray) -> np.ndarray:
@@ -80,17 +87,24 @@ def score(
     output: np.ndarray,
     n_classes: int,
     reference: np.ndarray | None = None,
+    ignore_index: int | None = None,
 ) -> SegmentationScores:
-    """Score logits or a class map against labels, and against a reference output if given."""
+    """Score logits or a class map against labels, and against a reference output if given; pixels labelled
+    ``ignore_index`` are left out."""
+    labels = np.asarray(labels)
     predicted = to_class_map(output)
-    confusion = confusion_matrix(labels, predicted, n_classes)
+    counted = None if ignore_index is None else labels != ignore_index
+    if counted is None:
+        confusion = confusion_matrix(labels, predicted, n_classes)
+    else:
+        confusion = confusion_matrix(labels[counted], predicted[counted], n_classes)
     iou = iou_per_class(confusion)
     agree = max_err = None
     if reference is not None:
-        agree = agreement(predicted, to_class_map(reference))
+        agree = agreement(predicted, to_class_map(reference), counted)
         reference = np.asarray(reference)
         if np.asarray(output).ndim == 4 and output.shape[-1] > 1 and reference.shape == np.shape(output):
-            max_err = max_abs_error(output, reference)
+            max_err = max_abs_error(output, reference, counted)
     return SegmentationScores(
         pixel_accuracy=pixel_accuracy(confusion),
         miou=mean_iou(confusion),

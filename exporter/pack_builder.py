@@ -15,6 +15,7 @@ from exporter.contracts.manifest import ArtifactEntry
 from exporter.contracts.pack import keras_entry, write_pack
 from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
+from exporter.export.api import DataOptions
 from exporter.fileio import sha256_file
 from exporter.parameters import EVAL_FRAMES
 
@@ -30,17 +31,22 @@ class PackContents:
     include_keras: bool = False
     only: tuple[str, ...] | None = None
     seed: int = 0
+    data: DataOptions | None = None  # how the data is read and named (default: the run's config.json)
 
 
-def write_eval(run: RunDir, data_dir: str | Path | None, frames: int, seed: int = 0,
-               log: Callable[[str], None] | None = None, context=None) -> Path:
-    """RUN_DIR/eval.npz: held-out frames, labels and the Keras model's logits on them."""
-    from exporter.export.api import ExportContext
+def write_eval(run: RunDir, data_dir: str | Path | None, contents: PackContents,
+               log: Callable[[str], None] | None = None, context=None) -> list[str]:
+    """RUN_DIR/eval.npz: held-out frames, labels (and the ignore value) and the Keras model's outputs on them;
+    the class names."""
+    from exporter.export.api import DataOptions, ExportContext
 
-    ctx = context or ExportContext.open(run.model, data_dir, validation_samples=frames, seed=seed, log=log)
+    frames = contents.frames
+    ctx = context or ExportContext.open(run.model, data_dir, validation_samples=frames, seed=contents.seed, log=log,
+                                        data=contents.data or DataOptions())
     val = ctx.validation
-    return save_eval(run.eval_path, val.images[:frames], val.masks[:frames], ctx.reference_logits[:frames],
-                     val.stems[:frames])
+    save_eval(run.eval_path, val.images[:frames], val.masks[:frames], ctx.reference_logits[:frames],
+              val.stems[:frames], ctx.fmt.ignore_index)
+    return ctx.labels
 
 
 def inference_copy(model_path: Path, out_dir: Path) -> Path:
@@ -62,19 +68,21 @@ def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path
     ``warn`` (default: ``log``) hears about manifest entries left out (file gone, or exported from an earlier
     model); ``context``: an ``ExportContext`` already open on the run (its held-out frames are reused).
     """
-    run = RunDir(run_dir)
+    run = RunDir.at(run_dir)
     frames, include_keras, only = contents.frames, contents.include_keras, contents.only
     if not run.model.is_file():
-        raise UserError(f"{run.path}: no model.keras (is this a run folder?)")
+        raise UserError(f"{run_dir}: no model.keras or other .keras model (give a run folder, a model file, or "
+                        "a folder holding one)")
     current = run.current_artifacts(warn=warn or log)
     if only is not None:
-        known = [run.resolve(e.path).name for e in current] + (["model.keras"] if include_keras else [])
+        known = [run.resolve(e.path).name for e in current] + ([run.model.name] if include_keras else [])
         unknown = [name for name in only if name not in known]
         if unknown:
             raise UserError(f"{run.path}: no artifact {', '.join(unknown)} to pack (known: {', '.join(known)})")
         current = [e for e in current if run.resolve(e.path).name in only]
-        include_keras = include_keras and "model.keras" in only
-    eval_path = write_eval(run, data_dir, frames, contents.seed, log, context)
+        include_keras = include_keras and run.model.name in only
+    labels = write_eval(run, data_dir, contents, log, context)
+    eval_path = run.eval_path
     with tempfile.TemporaryDirectory(prefix="unet-pack-") as scratch:
         artifacts: list[tuple[Path, ArtifactEntry]] = []
         if include_keras:
@@ -90,4 +98,4 @@ def build_pack(run_dir: str | Path, data_dir: str | Path | None, out: str | Path
         names = [p.name for p, _ in artifacts]
         if len(set(names)) != len(names):
             raise UserError(f"{run.path}: two artifacts share a file name; packs need unique names")
-        return write_pack(out, artifacts, eval_path, run.class_names(), eval_frames=frames)
+        return write_pack(out, artifacts, eval_path, labels, eval_frames=frames)

@@ -17,9 +17,11 @@ from exporter import drift
 from exporter.bench.runner import BenchSettings
 from exporter.contracts.export_spec import HEAD, ExportSpec
 from exporter.contracts.rundir import RunDir
+from exporter.data.carla import CARLA, IMAGE_DIR, MASK_DIR
 from exporter.drift import DEMO_BUDGET, Budget
 from exporter.errors import UserError
-from exporter.fileio import read_json, sha256_file, write_json_atomic
+from exporter.export.api import DataOptions
+from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic
 from exporter.parameters import CALIBRATION_SAMPLES, EVAL_FRAMES, VALIDATION_SAMPLES
 from exporter.train import TrainConfig, read_training_state
 
@@ -49,6 +51,8 @@ class PipelineOptions:
     """Everything the journey depends on; defaults are the demo's."""
 
     data_dir: str | None = None  # None: synthesize driving scenes into RUN/data
+    model: str | None = None  # a Keras model to take instead of training one (needs data_dir)
+    data: DataOptions = DataOptions()  # the data's folder names, ignore value, class names
     synth_count: int = 600
     synth_seed: int = 0
     training: TrainConfig = DEMO_TRAINING
@@ -73,6 +77,17 @@ class PipelineResult:
 
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _identity_fields(config: TrainConfig) -> dict:
+    """The training options a stage key holds; the data-layout ones only when not their defaults (a run made
+    before they existed stays up to date)."""
+    fields = asdict(config)
+    for name, default in (("images_dir", IMAGE_DIR), ("masks_dir", MASK_DIR), ("ignore_index", None),
+                          ("class_names", None)):
+        if fields[name] == default:
+            fields.pop(name)
+    return fields
 
 
 class _Stages:
@@ -118,14 +133,18 @@ class _Journey:
 
     def data(self) -> str:
         options, config = self.options, self.options.training
-        key = _key("data", options.data_dir, options.synth_count, options.synth_seed, config.input_size)
-        if self.stages.done("data", key, [self.data_dir / "CameraRGB"]):
+        layout = config.data_format().layout()
+        key = _key("data", options.data_dir, options.synth_count, options.synth_seed, config.input_size,
+                   *([layout] if layout != CARLA.layout() else []))
+        if self.stages.done("data", key, [self.data_dir / config.images_dir]):
             return key
         started = time.perf_counter()
-        if options.data_dir:
+        if options.model:  # the model's own input size and classes: checked when the export opens it
+            info = {"frames": "checked at export, at the model's input size"}
+        elif options.data_dir:
             from exporter.data.index import index_dataset
 
-            info = {"frames": len(index_dataset(self.data_dir, tuple(config.input_size), config.n_classes))}
+            info = {"frames": len(index_dataset(self.data_dir, config.data_format()))}
         else:
             from exporter.data.synth import write_synthetic_dataset
 
@@ -135,11 +154,37 @@ class _Journey:
         self.stages.record("data", key, started, **info)
         return key
 
+    def model(self, data_key: str) -> None:
+        """The model the user brought, copied in as RUN/model.keras, and a config.json naming its data."""
+        import shutil
+
+        from exporter.export.api import load_keras_model, read_labels
+
+        run, options, source = self.run, self.options, Path(self.options.model)
+        key = _key("model", data_key, sha256_file(source) if source.is_file() else str(source),
+                   options.data.layout_key())
+        if self.stages.done("model", key, [run.model, run.config_path]):
+            return
+        started = time.perf_counter()
+        model = load_keras_model(source, self.log)  # a model that is not one stops here, with one line
+        labels = options.data.labels
+        if labels is None and (source.parent / "labels.txt").is_file():
+            labels = read_labels(source.parent / "labels.txt")
+        config = {"source_model": str(source.resolve()), "data_dir": str(self.data_dir.resolve()),
+                  "parameters": int(model.count_params()), "input_size": list(model.input_shape[1:3]),
+                  "n_classes": int(model.output_shape[-1]), "images_dir": options.data.images or IMAGE_DIR,
+                  "masks_dir": options.data.masks or MASK_DIR, "ignore_index": options.data.ignore_index,
+                  **({"class_names": list(labels)} if labels else {})}
+        with atomic_path(run.model, suffix=".keras") as tmp:
+            shutil.copyfile(source, tmp)
+        write_json_atomic(run.config_path, config)
+        self.stages.record("model", key, started, parameters=config["parameters"])
+
     def train(self, data_key: str) -> None:
         from exporter.train import train
 
         run, config = self.run, self.options.training
-        key = _key("train", data_key, asdict(config))
+        key = _key("train", data_key, _identity_fields(config))
         if self.stages.done("train", key, [run.model]):
             return
         started = time.perf_counter()
@@ -160,7 +205,8 @@ class _Journey:
         if self.stages.done("export", key, [run.path / e.file_name for e in options.exports]):
             return key
         started = time.perf_counter()
-        self.context = ExportContext.open(run.model, self.data_dir, options.validation_samples, options.seed, self.log)
+        self.context = ExportContext.open(run.model, self.data_dir, options.validation_samples, options.seed, self.log,
+                                          data=options.data)
         outside_budget = []
         for spec in options.exports:
             result = self.context.export(spec, calibration_samples=options.calibration_samples)
@@ -182,7 +228,8 @@ class _Journey:
         key = _key("pack", export_key, options.eval_frames)
         if not self.stages.done("pack", key, [run.pack, run.eval_path]):
             started = time.perf_counter()
-            build_pack(run.path, self.data_dir, run.pack, PackContents(options.eval_frames, seed=options.seed), log=self.log,
+            build_pack(run.path, self.data_dir, run.pack,
+                       PackContents(options.eval_frames, seed=options.seed, data=options.data), log=self.log,
                        context=context if context and len(context.validation) >= options.eval_frames else None)
             self.stages.record("pack", key, started, size_bytes=run.pack.stat().st_size)
         return key
@@ -219,10 +266,14 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     options = options or PipelineOptions()
     log = log or (lambda message: None)
     run = RunDir(run_dir)
+    if options.model and not options.data_dir:
+        raise UserError(f"{options.model}: --model needs --data (the frames to calibrate and validate it on)")
+    if options.model and not Path(options.model).is_file():
+        raise UserError(f"{options.model}: model file not found")
     if options.data_dir:  # a wrong --data stops before the run folder is made, not after
         from exporter.data.carla import find_pairs
 
-        find_pairs(options.data_dir)
+        find_pairs(options.data_dir, fmt=options.training.data_format())
     try:
         run.path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -230,7 +281,10 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
     stages = _Stages(run.pipeline_state, force, log)
     journey = _Journey(run, options, stages, log, verbose)
     data_key = journey.data()
-    journey.train(data_key)
+    if options.model:
+        journey.model(data_key)
+    else:
+        journey.train(data_key)
     journey.bench(journey.pack(journey.export()))
     report = journey.report()
     return PipelineResult(run.path, report, stages.seconds, stages.skipped)

@@ -178,6 +178,10 @@ def _budgets(run: RunDir, options, artifacts: list[ArtifactEntry]) -> list[str]:
 
 
 def _training(config: dict, train_state: dict) -> list[str]:
+    if config.get("source_model"):
+        return ["## Model", "", f"Supplied, not trained here: `{config['source_model']}`, "
+                f"{config['parameters']:,} parameters, input {config['input_size'][0]}x{config['input_size'][1]}, "
+                f"{config['n_classes']} classes.", ""]
     return ["## Training", "", f"{config['parameters']:,} parameters, {config['n_train']} training / "
             f"{config['n_val']} validation frames, {config['epochs']} epochs, batch {config['batch_size']}, "
             f"Adam {config['learning_rate']:g}; best epoch {train_state.get('best_epoch', '?')}; "

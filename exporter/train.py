@@ -21,6 +21,7 @@ from exporter.classes import class_names
 from exporter.contracts import checks
 from exporter.contracts.checks import ContractError
 from exporter.contracts.rundir import RunDir
+from exporter.data.carla import IMAGE_DIR, MASK_DIR, DataFormat
 from exporter.distributed import DataParallel, Distribution, SingleDevice, choose_backend, strategy_for
 from exporter.errors import UserError
 from exporter.fileio import atomic_path, read_json, sha256_file, write_json_atomic, write_text_atomic
@@ -61,6 +62,12 @@ class TrainConfig:
     # When to stop before `epochs` (not part of a run's identity: a resume may change them)
     target_miou: float | None = None   # stop after the first epoch whose validation mIoU reaches it
     time_budget: float | None = None   # seconds: stop when the next epoch would not fit
+    # The data: where the frames are (not part of a run's identity: a copy may live elsewhere), the mask value
+    # left out of the loss and the metrics ("don't care"), and the class names (default: CARLA's for 23)
+    images_dir: str = IMAGE_DIR
+    masks_dir: str = MASK_DIR
+    ignore_index: int | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", TrainPrecision.parse(self.precision, "--precision").value)
@@ -68,6 +75,19 @@ class TrainConfig:
         if self.warmup_epochs < 0 or (self.target_miou is not None and not 0 < self.target_miou <= 1) or \
                 (self.time_budget is not None and self.time_budget <= 0):
             raise UserError("--warmup-epochs ≥ 0, --target-miou in (0, 1] and --time-budget > 0")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+            if len(self.class_names) != self.n_classes:
+                raise UserError(f"--labels: {len(self.class_names)} names for --n-classes {self.n_classes}")
+        self.data_format()  # checks the folders and the ignore value
+
+    def data_format(self) -> DataFormat:
+        """How the training data is read."""
+        return DataFormat(tuple(self.input_size), self.n_classes, self.images_dir, self.masks_dir, self.ignore_index)
+
+    def labels(self) -> list[str]:
+        """The class names: given, else CARLA's for 23 classes, else class_0…"""
+        return list(self.class_names or class_names(self.n_classes))
 
     def identity(self) -> dict:
         """The fields a resumed run must share with the original (all but ``epochs`` and the stop criteria)."""
@@ -75,6 +95,8 @@ class TrainConfig:
         for name in NOT_IDENTITY:
             ident.pop(name)
         ident["input_size"] = list(self.input_size)
+        if self.ignore_index is None:  # as a run made before the ignore value existed recorded it
+            ident.pop("ignore_index")
         return ident
 
     def same_run(self, stored: dict | None) -> bool:
@@ -87,7 +109,7 @@ class TrainConfig:
         return {**defaults, **stored} == self.identity()
 
 
-NOT_IDENTITY = ("epochs", "target_miou", "time_budget")
+NOT_IDENTITY = ("epochs", "target_miou", "time_budget", "images_dir", "masks_dir", "class_names")
 
 
 @dataclass
@@ -167,14 +189,18 @@ def epoch_line(row: dict, epochs: int) -> str:
             f"mIoU {row['val_miou']:.4f}  |  {row['epoch_seconds']:.0f}s, {row['images_per_second']:.1f} frames/s")
 
 
-def evaluate(model, batches, n_classes: int) -> dict:
+def evaluate(model, batches, n_classes: int, ignore_index: int | None = None) -> dict:
     """Validation loss, pixel accuracy, mIoU (over classes present) of a Keras model over ``batches`` of
-    (images, masks) — a streamed data set or in-memory arrays — scored in numpy, batch by batch."""
+    (images, masks) — a streamed data set or in-memory arrays — scored in numpy, batch by batch; pixels whose
+    label is ``ignore_index`` are left out."""
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     loss_sum, pixels = 0.0, 0
     for images, masks in batches:
         logits = np.asarray(model(np.asarray(images), training=False), dtype=np.float64)
         labels = np.asarray(masks).astype(np.int64)
+        if ignore_index is not None:
+            counted = labels != ignore_index
+            logits, labels = logits[counted], labels[counted]
         pixels += labels.size
         shifted = logits - logits.max(axis=-1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
@@ -368,7 +394,7 @@ def train(
     log(f"training on {len(data.train_idx)} frames, validating on {len(data.val_idx)}; "
         f"{model.count_params():,} parameters")
     validation = Validation(stream_dataset(data.frames, data.val_idx, config.batch_size, shuffle=False), scorer,
-                            config.n_classes)
+                            config.n_classes, config.ignore_index)
     committer = EpochCommitter(run, config, run_config, strategy, model, state, validation, log)
     if committer.more_epochs():
         progress = EpochProgress(steps, config.epochs, config.batch_size, verbose, log)
@@ -440,7 +466,7 @@ def _prepare_data(data_dir: str | Path, config: TrainConfig, skip_bad: bool, wri
     # Checked once (every frame decoded, in parallel; reused from DATA_DIR/.unet-index.json when the files
     # are unchanged), then streamed from disk: nothing holds the data set in memory.
     started = time.perf_counter()
-    frames = index_dataset(data_dir, tuple(config.input_size), config.n_classes, skip_bad=skip_bad,
+    frames = index_dataset(data_dir, config.data_format(), skip_bad=skip_bad,
                            warn=lambda m: log(f"warning: skipped {m}"), write=writer, note=lambda m: log(f"note: {m}"))
     log(f"data: {len(frames)} frames " + ("(the stored check: files unchanged)" if frames.reused else
                                          f"checked in {time.perf_counter() - started:.1f}s"))
@@ -504,7 +530,7 @@ def _run_config(config: TrainConfig, data_dir: str | Path, data: TrainingData, m
     """config.json: the options, the data and its split, the model's size."""
     return {
         **asdict(config), "input_size": list(config.input_size), "data_dir": str(Path(data_dir).resolve()),
-        "class_names": class_names(config.n_classes), "n_train": len(data.train_idx), "n_val": len(data.val_idx),
+        "class_names": config.labels(), "n_train": len(data.train_idx), "n_val": len(data.val_idx),
         "parameters": int(model.count_params()), "val_stems": data.val_stems,
     }
 
@@ -516,12 +542,13 @@ class Validation:
     batches: Any
     scorer: keras.Model
     n_classes: int
+    ignore_index: int | None = None
 
     def scores(self, model: keras.Model) -> dict:
         """``evaluate`` with ``model``'s current weights."""
         if self.scorer is not model:
             self.scorer.set_weights(model.get_weights())
-        return evaluate(self.scorer, self.batches, self.n_classes)
+        return evaluate(self.scorer, self.batches, self.n_classes, self.ignore_index)
 
 
 class EpochCommitter:

@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from conftest import write_carla
 from exporter.cli.main import cli
-from exporter.data.carla import split_indices
+from exporter.data.carla import DataFormat, split_indices
 from exporter.data.index import INDEX_FILE, index_dataset, load_frames, stream_dataset
 from exporter.errors import UserError
 
@@ -23,7 +23,7 @@ def good_dir(tmp_path):
 
 
 def test_reader_resizes_and_takes_the_red_channel_despite_noisy_green_blue(good_dir):
-    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    frames = load_frames(good_dir, DataFormat((32, 32), 5))
     assert frames.images.shape == (6, 32, 32, 3) and frames.images.dtype == np.float32
     assert frames.masks.shape == (6, 32, 32) and frames.masks.dtype == np.uint8
     assert 0.0 <= frames.images.min() and frames.images.max() <= 1.0
@@ -45,15 +45,15 @@ def test_streamed_frames_are_the_frames_the_reader_loads(tmp_path, good_dir):
     # at the model's size: byte-identical (PNG is lossless, nothing is resized)
     images, masks = _scene(6, 32, 32, seed=2)
     exact = write_carla(tmp_path / "exact", images, masks, gb_noise=True)
-    index = index_dataset(exact, size=(32, 32), n_classes=5)
-    frames = load_frames(exact, size=(32, 32), n_classes=5)
+    index = index_dataset(exact, DataFormat((32, 32), 5))
+    frames = load_frames(exact, DataFormat((32, 32), 5))
     batches = list(stream_dataset(index, range(len(index)), batch_size=4, shuffle=False))
     assert [b[0].shape[0] for b in batches] == [4, 2]
     assert np.array_equal(np.concatenate([b[0].numpy() for b in batches]), frames.images)
     assert np.array_equal(np.concatenate([b[1].numpy() for b in batches]), frames.masks)
     # resized: still the reader's pixels (one decoder for training, validation, calibration and exports)
-    index = index_dataset(good_dir, size=(32, 32), n_classes=5)
-    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    index = index_dataset(good_dir, DataFormat((32, 32), 5))
+    frames = load_frames(good_dir, DataFormat((32, 32), 5))
     streamed = list(stream_dataset(index, range(len(index)), batch_size=6, shuffle=False))[0]
     assert np.array_equal(streamed[0].numpy(), frames.images) and np.array_equal(streamed[1].numpy(), frames.masks)
     # a frame damaged after the check: the pipeline names it instead of training on garbage
@@ -63,19 +63,19 @@ def test_streamed_frames_are_the_frames_the_reader_loads(tmp_path, good_dir):
 
 
 def test_the_check_is_kept_beside_the_data_and_redone_when_a_file_changes(good_dir):
-    first = index_dataset(good_dir, size=(32, 32), n_classes=5)
+    first = index_dataset(good_dir, DataFormat((32, 32), 5))
     assert not first.reused and (good_dir / INDEX_FILE).is_file()
-    frames = load_frames(good_dir, size=(32, 32), n_classes=5)
+    frames = load_frames(good_dir, DataFormat((32, 32), 5))
     expected = np.stack([np.bincount(m.ravel(), minlength=5) for m in frames.masks])
     assert np.array_equal(first.histograms, expected) and first.stems == tuple(frames.stems)
-    again = index_dataset(good_dir, size=(32, 32), n_classes=5)
+    again = index_dataset(good_dir, DataFormat((32, 32), 5))
     assert again.reused and np.array_equal(again.histograms, first.histograms)
-    assert not index_dataset(good_dir, size=(16, 16), n_classes=5).reused  # other settings: checked anew
+    assert not index_dataset(good_dir, DataFormat((16, 16), 5)).reused  # other settings: checked anew
     # a file damaged after the check: its size changes, the check runs again and names it
     (good_dir / "CameraRGB" / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(UserError, match="0002.png: unreadable image"):
-        index_dataset(good_dir, size=(32, 32), n_classes=5)
-    skipped = index_dataset(good_dir, size=(32, 32), n_classes=5, skip_bad=True)
+        index_dataset(good_dir, DataFormat((32, 32), 5))
+    skipped = index_dataset(good_dir, DataFormat((32, 32), 5), skip_bad=True)
     assert len(skipped) == 5 and len(skipped.skipped) == 1
     result = CliRunner().invoke(cli, ["data", "check", str(good_dir), "--skip-bad", "--n-classes", "5"])
     assert result.exit_code == 0 and "5 usable frames" in result.output, result.output
@@ -89,18 +89,18 @@ def test_a_read_only_data_folder_is_checked_every_time(good_dir, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the real write path (fileio.atomic_path) fails on it
     said, notes = [], []
-    index = index_dataset(good_dir, size=(32, 32), n_classes=5, warn=said.append, note=notes.append)
+    index = index_dataset(good_dir, DataFormat((32, 32), 5), warn=said.append, note=notes.append)
     assert len(index) == 6 and not index.reused and not (good_dir / INDEX_FILE).exists()
     assert not said and len(notes) == 1 and "Permission denied" in notes[0] and "redone next time" in notes[0]
     monkeypatch.undo()
-    assert not index_dataset(good_dir, size=(32, 32), n_classes=5, write=False).reused  # a worker: reads, never writes
+    assert not index_dataset(good_dir, DataFormat((32, 32), 5), write=False).reused  # a worker: reads, never writes
     assert not (good_dir / INDEX_FILE).exists()
 
 
 def test_a_copy_that_keeps_modification_times_is_checked_again(good_dir, tmp_path):
     import shutil
 
-    index_dataset(good_dir, size=(32, 32), n_classes=5)
+    index_dataset(good_dir, DataFormat((32, 32), 5))
     copy = shutil.copytree(good_dir, tmp_path / "copy", copy_function=shutil.copy2)  # like cp -p: same mtimes
     damaged = bytearray((copy / "CameraRGB" / "0002.png").read_bytes())
     damaged[40:56] = bytes(16)  # same size, same modification time: only the inode and change time differ
@@ -110,7 +110,7 @@ def test_a_copy_that_keeps_modification_times_is_checked_again(good_dir, tmp_pat
     stat = (good_dir / "CameraRGB" / "0002.png").stat()
     os.utime(copy / "CameraRGB" / "0002.png", ns=(stat.st_atime_ns, stat.st_mtime_ns))
     with pytest.raises(UserError, match="0002.png: unreadable image"):
-        index_dataset(copy, size=(32, 32), n_classes=5)
+        index_dataset(copy, DataFormat((32, 32), 5))
 
 
 def _corrupt_image(d):
@@ -178,4 +178,4 @@ def test_all_frames_bad_with_skip_bad_is_still_an_error(good_dir):
     for p in (good_dir / "CameraRGB").iterdir():
         p.write_bytes(b"junk")
     with pytest.raises(UserError, match="no usable frames \\(6 skipped\\)"):
-        load_frames(good_dir, size=(32, 32), n_classes=5, skip_bad=True)
+        load_frames(good_dir, DataFormat((32, 32), 5), skip_bad=True)

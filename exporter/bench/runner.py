@@ -148,6 +148,7 @@ def reference_scores(eval_path: Path) -> dict:
     from exporter.contracts.evaldata import load_eval
 
     evaldata = load_eval(eval_path)
-    scores = metrics.score(evaldata.labels, evaldata.reference_map, evaldata.n_classes)
+    scores = metrics.score(evaldata.labels, evaldata.reference_map, evaldata.n_classes,
+                           ignore_index=evaldata.ignore_index)
     return {"source": "Keras outputs stored with the evaluation frames", "frames": int(len(evaldata.labels)),
             "pixel_accuracy": scores.pixel_accuracy, "miou": scores.miou, "per_class_iou": scores.per_class_iou}

@@ -105,9 +105,11 @@ def _scores(job: WorkerJob, runtime, evaldata) -> tuple[metrics.SegmentationScor
     """Accuracy on the evaluation frames against the stored Keras outputs; the preview maps' file name."""
     outputs = predict_in_batches(runtime.predict, evaldata.images)
     reference = evaldata.reference_logits.astype(np.float32)
-    scores = metrics.score(evaldata.labels, outputs, evaldata.n_classes, reference=reference)
+    scores = metrics.score(evaldata.labels, outputs, evaldata.n_classes, reference=reference,
+                           ignore_index=evaldata.ignore_index)
     class_map = metrics.to_class_map(outputs)
-    scores = replace(scores, agreement_vs_reference=metrics.agreement(class_map, evaldata.reference_map))
+    counted = None if evaldata.ignore_index is None else evaldata.labels != evaldata.ignore_index
+    scores = replace(scores, agreement_vs_reference=metrics.agreement(class_map, evaldata.reference_map, counted))
     if not job.preview_path:
         return scores, None
     preview = Path(job.preview_path)

@@ -10,6 +10,7 @@ import click
 
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.contracts.export_spec import FORMAT_OPTIONS
+from exporter.data.carla import IMAGE_DIR, MASK_DIR
 from exporter.errors import UserError
 from exporter.export.quant_report import SENSITIVITY_LAYERS
 from exporter.parameters import (
@@ -75,23 +76,52 @@ def data_synth(out_dir: str, count: int, seed: int, size: tuple[int, int], force
         echo(f"removed {summary['removed']} file(s) of the earlier data set that were not rewritten")
 
 
+def _data_options(func):
+    """How a data folder is read and its classes named (default: the run's config.json, else CARLA's layout)."""
+    func = click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                        help="Class names, one a line [default: the run's; CARLA's for 23 classes; else "
+                             "class_0…].")(func)
+    func = click.option("--ignore-index", type=click.IntRange(0, 255), default=None, metavar="N",
+                        help="Mask value to leave out of the loss, the metrics, calibration coverage and drift "
+                             "(e.g. 255, \"don't care\").")(func)
+    func = click.option("--masks-dir", default=None, metavar="NAME",
+                        help=f"Mask folder inside the data folder [default: {MASK_DIR}].")(func)
+    func = click.option("--images-dir", default=None, metavar="NAME",
+                        help=f"Image folder inside the data folder [default: {IMAGE_DIR}].")(func)
+    return func
+
+
+def _data_choice(options: dict):
+    """The ``_data_options`` (taken out of ``options``) as a ``DataOptions``; the labels file read now."""
+    from exporter.export.api import DataOptions, read_labels
+
+    labels = options.pop("labels_file")
+    return DataOptions(options.pop("images_dir"), options.pop("masks_dir"), options.pop("ignore_index"),
+                       tuple(read_labels(labels)) if labels else None)
+
+
 @data.command("check")
 @click.argument("data_dir", type=click.Path())
 @click.option("--n-classes", default=N_CLASSES, show_default=True, type=click.IntRange(2, MAX_CLASSES),
               help="Classes; masks hold 8-bit class ids.")
 @click.option("--input-size", nargs=2, type=int, default=INPUT_SIZE, show_default=True, metavar="H W")
 @click.option("--skip-bad", is_flag=True, help="Warn about bad files and go on instead of stopping.")
+@_data_options
 @handle_errors
-def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_bad: bool) -> None:
-    """Read every frame of a CARLA-layout folder and report the first problem (or each, with --skip-bad)."""
+def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_bad: bool, **options) -> None:
+    """Read every frame of a data folder and report the first problem (or each, with --skip-bad)."""
     import numpy as np
 
     from exporter.classes import class_names
     from exporter.data.index import INDEX_FILE, index_dataset
 
-    frames = index_dataset(data_dir, tuple(input_size), n_classes, skip_bad=skip_bad, warn=warn)
+    choice = _data_choice(options)
+    frames = index_dataset(data_dir, choice.data_format({}, tuple(input_size), n_classes), skip_bad=skip_bad,
+                           warn=warn)
     counts = frames.class_pixels()
-    names = class_names(n_classes)
+    names = list(choice.labels) if choice.labels else class_names(n_classes)
+    if len(names) != n_classes:
+        raise UserError(f"--labels: {len(names)} class names for --n-classes {n_classes}")
     present = ", ".join(f"{names[i]} {counts[i] / counts.sum():.1%}" for i in np.flatnonzero(counts))
     reused = f" (the check stored in {INDEX_FILE}; the files have not changed)" if frames.reused else ""
     echo(f"{data_dir}: {len(frames)} usable frames{reused}; classes: {present}")
@@ -162,20 +192,23 @@ def _model_options(defaults):
                    "[default: $KERAS_DISTRIBUTION_PROCESS_ID or 0].")
 @click.option("--coordinator", default=None, metavar="HOST:PORT",
               help="Worker 0's address, the same on every worker [default: $KERAS_DISTRIBUTION_JOB_ADDRESSES].")
+@_data_options
 @handle_errors
 def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input_size, n_classes, lr_schedule,
           warmup_epochs, target_miou, time_budget, precision, dropout, val_split, seed, resume, force,
-          skip_bad, strategy, workers, worker_index, coordinator) -> None:
+          skip_bad, strategy, workers, worker_index, coordinator, **options) -> None:
     """Train the seed U-Net; writes model.keras (best val mIoU), config.json, history.csv, curves."""
     from exporter.distributed import Distribution
     from exporter.train import train as run_training
 
     distribution = Distribution.from_environment(strategy, workers, worker_index, coordinator)
-
+    data = _data_choice(options)
     config = _training(TrainConfig(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, dropout=dropout,
                        val_split=val_split, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                       target_miou=target_miou, time_budget=time_budget, precision=precision)
+                       target_miou=target_miou, time_budget=time_budget, precision=precision,
+                       images_dir=data.images, masks_dir=data.masks, ignore_index=data.ignore_index,
+                       class_names=data.labels)
     try:
         result = run_training(data_dir, run_dir, config, resume=resume, overwrite=force, skip_bad=skip_bad,
                               log=echo, verbose=1 if os.isatty(1) else 2, distribution=distribution)
@@ -215,10 +248,10 @@ def _budget_options(func):
     func = click.option("--out", type=click.Path(dir_okay=False), default=None,
                         help="Output file (default: next to the model, named after the mode).")(func)
     func = click.option("--data", "data_dir", type=click.Path(), default=None,
-                        help="CARLA-layout folder for calibration and validation (default: the run's data).")(func)
+                        help="Data folder for calibration and validation (default: the run's data).")(func)
     func = click.option("--model", "model_path", required=True, type=click.Path(),
-                        help="RUN_DIR/model.keras")(func)
-    return func
+                        help="The Keras model: RUN_DIR/model.keras, or any .keras segmentation model.")(func)
+    return _data_options(func)
 
 
 def _fallback_options(func):
@@ -245,7 +278,7 @@ def _export(spec_fields: dict, options: dict) -> None:
 
     spec = ExportSpec(**spec_fields)  # a bad combination stops here, before the model is loaded
     ctx = ExportContext.open(options["model_path"], options["data_dir"], options["validation_samples"],
-                             options["seed"], log=echo)
+                             options["seed"], log=echo, data=_data_choice(options))
     budget = Budget(options["max_miou_drop"], options["min_agreement"])
     out, samples = options["out"], options["calibration_samples"]
     try:
@@ -314,9 +347,10 @@ def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
 
 
 @cli.command("quant-report")
-@click.option("--model", "model_path", required=True, type=click.Path(), help="RUN_DIR/model.keras")
+@click.option("--model", "model_path", required=True, type=click.Path(),
+              help="The Keras model: RUN_DIR/model.keras, or any .keras segmentation model.")
 @click.option("--data", "data_dir", type=click.Path(), default=None,
-              help="CARLA-layout folder (default: the run's data; its held-out frames are used).")
+              help="Data folder (default: the run's data; its held-out frames are used).")
 @click.option("--format", "fmt", type=click.Choice(ArtifactFormat.values()), default=ArtifactFormat.TFLITE.value,
               show_default=True)
 @click.option("--artifact", type=click.Path(dir_okay=False), default=None,
@@ -330,14 +364,15 @@ def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
 @click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--validation-samples", default=VALIDATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
+@_data_options
 @handle_errors
 def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, sensitivity, calibration_samples,
-                         validation_samples, seed) -> None:
+                         validation_samples, seed, **options) -> None:
     """Where int8 loses accuracy: every quantized layer's error against the float model, worst ones marked."""
     from exporter.export import quant_report
     from exporter.export.api import ExportContext
 
-    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo)
+    ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo, data=_data_choice(options))
     if artifact is not None and not Path(artifact).is_file():
         raise UserError(f"{artifact}: file not found")
     rep = quant_report.report_for(ctx, fmt, artifact, frames, sensitivity, calibration_samples)
@@ -349,9 +384,9 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dir", metavar="MODEL", type=click.Path())
 @click.option("--data", "data_dir", type=click.Path(), default=None,
-              help="CARLA-layout folder for the evaluation frames (default: the run's data).")
+              help="Data folder for the evaluation frames (default: the run's data).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="FILE.pack to write.")
 @click.option("--frames", default=EVAL_FRAMES, show_default=True, type=click.IntRange(min=1),
               help="Held-out evaluation frames to include.")
@@ -362,13 +397,16 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
 @click.option("--artifacts", "only", default=None, metavar="NAME[,NAME...]",
               help="Carry only these artifact files (e.g. unet_fp32.tflite,model.keras); default: every one.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@_data_options
 @handle_errors
-def pack(run_dir, data_dir, out, frames, with_keras, only, seed) -> None:
-    """Bundle a run's artifacts, evaluation frames and Keras reference outputs into one file for the device."""
+def pack(run_dir, data_dir, out, frames, with_keras, only, seed, **options) -> None:
+    """Bundle a model's exported artifacts, evaluation frames and Keras reference outputs into one file for the
+    device. MODEL: a run folder, a .keras model file, or a folder holding one."""
     from exporter.pack_builder import PackContents, build_pack
 
     names = None if only is None else tuple(n.strip() for n in only.split(",") if n.strip())
-    path = build_pack(run_dir, data_dir, out, PackContents(frames, with_keras, names, seed), log=echo, warn=warn)
+    contents = PackContents(frames, with_keras, names, seed, _data_choice(options))
+    path = build_pack(run_dir, data_dir, out, contents, log=echo, warn=warn)
     echo(f"wrote {path} ({Path(path).stat().st_size / 1e6:.1f} MB); on the device: unet-bench run {Path(path).name}")
 
 
@@ -393,7 +431,10 @@ def prune(run_dir, dry_run) -> None:
 @cli.command()
 @click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--data", "data_dir", type=click.Path(), default=None,
-              help="Your CARLA-layout data (default: synthesize driving scenes).")
+              help="Your data folder (default: synthesize driving scenes).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="A Keras segmentation model you already have: no training; export → pack → bench → report "
+                   "(needs --data).")
 @click.option("--synth-count", default=PipelineOptions().synth_count, show_default=True, type=click.IntRange(min=4))
 @_model_options(DEMO_TRAINING)
 @click.option("--calibration-samples", default=PipelineOptions().calibration_samples, show_default=True,
@@ -408,24 +449,28 @@ def prune(run_dir, dry_run) -> None:
 @click.option("--force", is_flag=True, help="Redo every stage, even those already done.")
 @click.option("--all", "all_exports", is_flag=True,
               help="Export and bench every mode (adds fp16 TFLite and full-int8 ONNX to the demo's six).")
+@_data_options
 @handle_errors
-def pipeline(run_dir, data_dir, synth_count, epochs, batch_size, learning_rate, n_filters, input_size, n_classes,
-             lr_schedule, warmup_epochs, target_miou, time_budget, precision, calibration_samples, validation_samples,
-             eval_frames, runtimes, min_runs, min_seconds, seed, force, all_exports) -> None:
-    """Synthesize (or read) data → train → export → validate → pack → benchmark → report.md."""
+def pipeline(run_dir, data_dir, model_path, synth_count, epochs, batch_size, learning_rate, n_filters, input_size,
+             n_classes, lr_schedule, warmup_epochs, target_miou, time_budget, precision, calibration_samples,
+             validation_samples, eval_frames, runtimes, min_runs, min_seconds, seed, force, all_exports,
+             **options) -> None:
+    """Synthesize (or read) data → train (or take --model) → export → validate → pack → benchmark → report.md."""
     from dataclasses import replace
 
     from exporter.pipeline import ALL_EXPORTS, DEFAULT_EXPORTS, run_pipeline
 
+    data = _data_choice(options)
     training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,
                          lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, target_miou=target_miou,
-                         time_budget=time_budget, precision=precision)
+                         time_budget=time_budget, precision=precision, images_dir=data.images,
+                         masks_dir=data.masks, ignore_index=data.ignore_index, class_names=data.labels)
     bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
                     min_runs=min_runs, min_seconds=min_seconds)
-    options = PipelineOptions(data_dir=data_dir, synth_count=synth_count, synth_seed=seed, training=training,
-                              calibration_samples=calibration_samples, validation_samples=validation_samples,
-                              eval_frames=eval_frames, seed=seed, bench=bench,
+    options = PipelineOptions(data_dir=data_dir, model=model_path, data=data, synth_count=synth_count,
+                              synth_seed=seed, training=training, calibration_samples=calibration_samples,
+                              validation_samples=validation_samples, eval_frames=eval_frames, seed=seed, bench=bench,
                               exports=ALL_EXPORTS if all_exports else DEFAULT_EXPORTS)
     result = run_pipeline(run_dir, options, force=force, log=echo, verbose=1 if os.isatty(1) else 2)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in result.stage_seconds.items())

@@ -33,15 +33,26 @@ from exporter.fileio import file_lock, read_json, sha256_file
 
 
 class RunDir:
-    """One run folder; every path and read of its files goes through here."""
+    """One run folder; every path and read of its files goes through here.
 
-    def __init__(self, path: str | Path) -> None:
+    Its model is ``model.keras`` (what training writes), or the model a user brought: named explicitly
+    (``of_model``), or the only ``.keras`` file of the folder.
+    """
+
+    def __init__(self, path: str | Path, model: str | Path | None = None) -> None:
         self.path = Path(path)
+        self._model = Path(model) if model is not None else None
 
     @classmethod
     def of_model(cls, model_path: str | Path) -> RunDir:
-        """The run folder a ``model.keras`` lives in (its parent folder)."""
-        return cls(Path(model_path).parent)
+        """The folder a model file lives in, with that file as its model."""
+        return cls(Path(model_path).parent, model_path)
+
+    @classmethod
+    def at(cls, path: str | Path) -> RunDir:
+        """A run folder, a model file (its folder), or a folder holding one model."""
+        path = Path(path)
+        return cls.of_model(path) if path.suffix == ".keras" and not path.is_dir() else cls(path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -49,7 +60,17 @@ class RunDir:
     # -- where things are -----------------------------------------------------------------------------
     @property
     def model(self) -> Path:
-        return self.path / "model.keras"
+        """The model: the one named, else model.keras, else the folder's only .keras file."""
+        if self._model is not None:
+            return self._model
+        default = self.path / "model.keras"
+        if default.exists():
+            return default
+        try:
+            found = sorted(p for p in self.path.glob("*.keras") if p.is_file())
+        except OSError:
+            found = []
+        return found[0] if len(found) == 1 else default
 
     @property
     def config_path(self) -> Path:

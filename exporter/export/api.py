@@ -7,6 +7,7 @@ format's backend (``export/backend.py``); ``--auto-fallback`` is ``export/fallba
 
 from __future__ import annotations
 
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -16,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from exporter import drift
-from exporter.classes import class_names
+from exporter.classes import CARLA_CLASSES, class_names
 from exporter.contracts.export_spec import ExportSpec
 from exporter.contracts.manifest import ArtifactEntry, FallbackRecord, ValidationResult
 from exporter.contracts.rundir import RunDir
-from exporter.data.carla import Frames
+from exporter.data.carla import IMAGE_DIR, MASK_DIR, DataFormat, Frames
 from exporter.data.index import DataIndex
 from exporter.drift import NO_BUDGET, Budget
 from exporter.errors import CheckFailed, UserError
@@ -50,7 +51,8 @@ class ExportResult:
 
 
 def load_keras_model(path: str | Path, log: Callable[[str], None] | None = None):
-    """Load a ``.keras`` file with safe mode on (no arbitrary code from someone else's file).
+    """Load a ``.keras`` segmentation model with safe mode on (no arbitrary code from someone else's file),
+    checked to be one (``check_segmentation_model``).
 
     TensorFlow is imported without its start-up notices; ``log`` hears once which devices it runs on.
     """
@@ -67,10 +69,75 @@ def load_keras_model(path: str | Path, log: Callable[[str], None] | None = None)
     from exporter.model import as_float32
 
     try:
-        return as_float32(keras.saving.load_model(path, compile=False, safe_mode=True))
+        model = as_float32(keras.saving.load_model(path, compile=False, safe_mode=True))
     except Exception as exc:  # any failure to deserialise is the file's problem; say which
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise UserError(f"{path}: cannot load Keras model ({reason[:200]})") from None
+    check_segmentation_model(model, path)
+    return model
+
+
+def check_segmentation_model(model, path: Path) -> None:
+    """What every command assumes of a model: one NHWC RGB image in with a fixed height and width, one
+    per-pixel score map out at the same height and width (logits or softmax, any number of classes)."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UserError(f"{path}: expected one image input and one score output, got {len(model.inputs)} "
+                        f"input(s) and {len(model.outputs)} output(s)")
+    shape_in, shape_out = tuple(model.inputs[0].shape), tuple(model.outputs[0].shape)
+    if len(shape_in) != 4 or shape_in[-1] != 3:
+        raise UserError(f"{path}: expected an N×H×W×3 (NHWC, RGB) input, got {shape_in}")
+    if None in shape_in[1:3]:
+        raise UserError(f"{path}: the input's height and width are not fixed ({shape_in}); save the model with "
+                        "keras.Input(shape=(H, W, 3)) for the size it runs at")
+    if len(shape_out) != 4 or tuple(shape_out[1:3]) != tuple(shape_in[1:3]) or (shape_out[-1] or 0) < 2:
+        raise UserError(f"{path}: expected N×H×W×C per-pixel scores (C ≥ 2 classes) at the input's "
+                        f"{shape_in[1]}x{shape_in[2]}, got {shape_out}")
+
+
+def output_activation(model) -> str:
+    """"softmax" when the model ends in a softmax (probabilities out), else "logits"."""
+    import keras
+
+    last = model.layers[-1]  # a functional model's layers are in graph order: the output's comes last
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(last, "activation", None)
+    return "softmax" if getattr(activation, "__name__", "") == "softmax" else "logits"
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What the user said about the data beside the folder (None: what the run's config.json says, else CARLA's
+    layout with every pixel counted): the image and mask folder names, the ignore value, the class names."""
+
+    images: str | None = None
+    masks: str | None = None
+    ignore_index: int | None = None
+    labels: tuple[str, ...] | None = None
+
+    def layout_key(self) -> list:
+        """What of these options a pipeline stage key holds."""
+        return [self.images, self.masks, self.ignore_index, list(self.labels or ())]
+
+    def data_format(self, config: dict, size: tuple[int, int], n_classes: int) -> DataFormat:
+        """The format the data is read in: these options first, then config.json's, then CARLA's."""
+        return DataFormat(size, n_classes, self.images or config.get("images_dir") or IMAGE_DIR,
+                          self.masks or config.get("masks_dir") or MASK_DIR,
+                          self.ignore_index if self.ignore_index is not None else config.get("ignore_index"))
+
+    def class_names(self, config: dict, model_path: Path, n_classes: int) -> list[str]:
+        """--labels, else the run's recorded names, else labels.txt beside the model, else CARLA's for 23 classes,
+        else class_0…; the count must be the model's class count."""
+        names, source = self.labels, "--labels"
+        if names is None and config.get("class_names"):
+            names, source = config["class_names"], str(RunDir.of_model(model_path).config_path)
+        if names is None and (model_path.parent / "labels.txt").is_file():
+            names, source = read_labels(model_path.parent / "labels.txt"), str(model_path.parent / "labels.txt")
+        if names is None:
+            return class_names(n_classes)
+        if len(names) != n_classes:
+            raise UserError(f"{source}: {len(names)} class names for a model with {n_classes} classes")
+        return list(names)
 
 
 @dataclass(frozen=True)
@@ -100,6 +167,7 @@ class ExportContext:
     model_sha256: str
     labels: list[str]
     data_dir: Path
+    fmt: DataFormat
     validation: Frames
     calibration_pool: CalibrationPool
     reference_logits: np.ndarray
@@ -118,41 +186,36 @@ class ExportContext:
     def n_classes(self) -> int:
         return int(self.model.output_shape[-1])
 
+    @property
+    def output_activation(self) -> str:
+        return output_activation(self.model)
+
     @classmethod
     def open(cls, model_path: str | Path, data_dir: str | Path | None = None,
              validation_samples: int = VALIDATION_SAMPLES, seed: int = 0,
-             log: Callable[[str], None] | None = print) -> ExportContext:
+             log: Callable[[str], None] | None = print, data: DataOptions = DataOptions()) -> ExportContext:
         """Load the model and its data: the run's own held-out split when the data is the one it trained on."""
-        from exporter.data.carla import split_indices
         from exporter.data.index import index_dataset
 
         model_path = Path(model_path)
         run = RunDir.of_model(model_path)
+        config = run.config()  # a damaged config.json stops us before the model is loaded
         model = load_keras_model(model_path, log)
-        config = run.config()
         n_classes = int(model.output_shape[-1])
         data_dir = data_dir or config.get("data_dir")
         if not data_dir:
             raise UserError(f"{model_path}: no --data given and the run's config.json names no data folder")
         data_dir = Path(data_dir)
         input_size = tuple(int(v) for v in model.input_shape[1:3])
-        _check_aspect(model_path, input_size, data_dir)
-        frames = index_dataset(data_dir, input_size, n_classes)  # checked once; only the frames used are loaded
-        val_stems = set(config.get("val_stems") or ())
-        if val_stems and val_stems <= set(frames.stems):  # the training run's own held-out split
-            val_idx = np.array([i for i, s in enumerate(frames.stems) if s in val_stems])
-            train_idx = np.array([i for i, s in enumerate(frames.stems) if s not in val_stems])
-        elif len(frames) >= 2:
-            train_idx, val_idx = split_indices(len(frames), config.get("val_split", 0.15), seed)
-        else:
-            train_idx = val_idx = np.arange(len(frames))
+        fmt = data.data_format(config, input_size, n_classes)
+        _check_aspect(model_path, fmt, data_dir)
+        frames = index_dataset(data_dir, fmt)  # checked once; only the frames used are loaded
+        train_idx, val_idx = _held_out(frames, config, seed)
         validation = frames.load(val_idx[:validation_samples])
         reference = predict_in_batches(lambda batch: np.asarray(model(batch, training=False)), validation.images)
         return cls(model_path=model_path, model=model, model_sha256=sha256_file(model_path),
-                   labels=config.get("class_names") or class_names(n_classes), data_dir=data_dir,
-                   validation=validation,
-                   calibration_pool=CalibrationPool(frames, tuple(int(i) for i in (train_idx if len(train_idx)
-                                                                                   else val_idx))),
+                   labels=data.class_names(config, model_path, n_classes), data_dir=data_dir, fmt=fmt,
+                   validation=validation, calibration_pool=CalibrationPool(frames, tuple(int(i) for i in train_idx)),
                    reference_logits=reference, seed=seed, log=log or (lambda message: None))
 
     def calibration(self, samples: int) -> CalibrationSet:
@@ -168,8 +231,12 @@ class ExportContext:
 
     def description(self, spec: ExportSpec, input_dtype: str, output: str) -> str:
         height, width = self.input_size
-        return (f"U-Net semantic segmentation of {height}x{width} RGB driving frames into {self.n_classes} "
-                f"CARLA classes; {spec.precision_label}, input {input_dtype}, output {output.replace('_', ' ')}")
+        what = (f"U-Net semantic segmentation of {height}x{width} RGB driving frames into {self.n_classes} CARLA "
+                "classes" if self.labels == list(CARLA_CLASSES) else
+                f"Semantic segmentation of {height}x{width} RGB frames into {self.n_classes} classes")
+        if output == "logits" and self.output_activation == "softmax":
+            output = "softmax probabilities"
+        return f"{what}; {spec.precision_label}, input {input_dtype}, output {output.replace('_', ' ')}"
 
     def convert(self, spec: ExportSpec, name: str,
                 calibration_samples: int = CALIBRATION_SAMPLES) -> tuple[Converted, CalibrationSet | None, float]:
@@ -177,8 +244,13 @@ class ExportContext:
         calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
         started = time.perf_counter()
         with filtered_stderr(CONVERTER_NOISE):  # the converter's per-model settings lines, not its errors
-            converted = backend_for(spec.format).convert(self.model, spec, calibration,
-                                                         ModelFacts(self.labels, self.description), name)
+            try:
+                converted = backend_for(spec.format).convert(self.model, spec, calibration,
+                                                             ModelFacts(self.labels, self.description), name)
+            except UserError:
+                raise
+            except Exception as exc:  # a converter or quantizer that cannot take this model: say what, in a line
+                raise UserError(conversion_failure(self.model_path, spec, exc)) from None
         for note in converted.notes:
             self.log(f"note: {note}")
         return converted, calibration, time.perf_counter() - started
@@ -241,16 +313,62 @@ class ExportContext:
         started = time.perf_counter()
         with filtered_stderr(CONVERTER_NOISE):
             outputs = run_artifact(path, backend.validating_runtime, self.validation.images)
-        result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes)
+        result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes,
+                                 self.fmt.ignore_index)
         self.log(f"validated {name} on {result.samples} held-out frames in {time.perf_counter() - started:.1f}s")
         return result
 
 
-def _check_aspect(model_path: Path, input_size: tuple[int, int], data_dir: Path) -> None:
+def conversion_failure(model_path: Path, spec: ExportSpec, exc: BaseException) -> str:
+    """One line for a converter's failure: the ops it names (TensorFlow's ``tf.Op`` names), or its first line."""
+    text = str(exc)
+    ops = sorted(set(re.findall(r"\btf\.[A-Za-z0-9_]+", text)) - {"tf.lite"})
+    first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
+    what = f"ops it cannot take: {', '.join(ops[:6])}" if ops else first[:240]
+    return (f"{model_path}: {spec.format.title} {spec.precision_label} conversion failed ({what}); try another "
+            f"mode, or keep those layers float (--float-head, --auto-fallback)")
+
+
+def _held_out(frames: DataIndex, config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration side, held-out side): the training run's own split when the data is the one it trained on,
+    else a seeded split (every frame on both sides when there is only one)."""
+    from exporter.data.carla import split_indices
+
+    val_stems = set(config.get("val_stems") or ())
+    if val_stems and val_stems <= set(frames.stems):
+        val_idx = np.array([i for i, s in enumerate(frames.stems) if s in val_stems])
+        train_idx = np.array([i for i, s in enumerate(frames.stems) if s not in val_stems])
+        return (train_idx if len(train_idx) else val_idx), val_idx
+    if len(frames) >= 2:
+        return split_indices(len(frames), config.get("val_split", 0.15), seed)
+    return np.arange(len(frames)), np.arange(len(frames))
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names from a text file, one a line (blank lines at the end ignored); UserError naming the file."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the class names ({exc.__class__.__name__})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    bad = next((i for i, name in enumerate(names) if not name or len(name) > 200 or not name.isprintable()), None)
+    if bad is not None or not names:
+        where = f"line {bad + 1}" if bad is not None else "no names"
+        raise UserError(f"{path}: expected one class name a line ({where})")
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: class names repeat ({next(n for n in names if names.count(n) > 1)!r})")
+    return names
+
+
+def _check_aspect(model_path: Path, fmt: DataFormat, data_dir: Path) -> None:
     """Frames are resized to the model input; a different aspect ratio means the wrong data or model."""
     from exporter.data.carla import find_pairs, read_image
 
-    pairs = find_pairs(data_dir, warn=lambda message: None)
+    input_size = fmt.size
+    pairs = find_pairs(data_dir, warn=lambda message: None, fmt=fmt)
     if not pairs:
         raise UserError(f"{data_dir}: no usable frames")
     width, height = read_image(pairs[0][1]).size

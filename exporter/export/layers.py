@@ -20,58 +20,98 @@ from exporter.errors import UserError
 
 @dataclass(frozen=True)
 class KerasLayer:
-    """One compute layer of the Keras model, in graph order."""
+    """One compute unit of the Keras model, in graph order: a compute layer and the batch norm and activation
+    layers right after it that converters fuse into it (its ``output`` is the last of them)."""
 
     index: int
     name: str
-    kind: str                      # conv, transposed conv, pool, concat
+    kind: str                      # conv, depthwise conv, transposed conv, pool, concat
     shape: tuple[int, int, int]    # output H, W, C
     flops: int                     # 2 × multiply-adds per frame (0 for pool and concat)
     stage: str                     # encoder, bottleneck, decoder, head
+    output: str = ""               # the layer whose output is the unit's (default: the layer itself)
+    folded: bool = False           # a batch norm follows: converters fold it into the weights
+
+
+FUSED = ("BatchNormalization", "ReLU", "Activation")  # what converters fold into the layer before them
+
+
+def _kind(layer) -> tuple[str, int] | None:
+    """(kind, FLOPs per frame) of a compute layer; None for any other layer."""
+    import keras
+
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        _, h, w, c_in = layer.input.shape
+        kh, kw = layer.kernel_size
+        return "transposed conv", 2 * h * w * kh * kw * c_in * layer.filters  # each input pixel scatters a kernel
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        _, h, w, c_out = layer.output.shape
+        kh, kw = layer.kernel_size
+        return "depthwise conv", 2 * h * w * kh * kw * c_out
+    if isinstance(layer, keras.layers.Conv2D):
+        _, h, w, c_out = layer.output.shape
+        kh, kw = layer.kernel_size
+        return "conv", 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        return "pool", 0
+    if isinstance(layer, keras.layers.Concatenate):
+        return "concat", 0
+    return None
+
+
+def _readers(model) -> dict[str, list]:
+    """Layer name → the layers that read its output (Keras' graph nodes; one model, one walk)."""
+    readers: dict[str, list] = {}
+    for other in model.layers:
+        for node in other._inbound_nodes:
+            for tensor in node.input_tensors:
+                readers.setdefault(tensor._keras_history.operation.name, []).append(other)
+    return readers
+
+
+def _fused_chain(readers: dict[str, list], layer) -> list:
+    """The batch norm and activation layers that follow ``layer`` one to one (each the only reader of the last)."""
+    chain, last = [], layer
+    while len(readers.get(last.name, [])) == 1 and type(readers[last.name][0]).__name__ in FUSED:
+        last = readers[last.name][0]
+        chain.append(last)
+    return chain
+
+
+def _stages(shapes: list[tuple[int, int, int]], head: int) -> list[str]:
+    """Encoder up to the last layer that shrinks the frame before it first grows again, bottleneck until it
+    grows, decoder after, the head last."""
+    areas = [h * w for h, w, _ in shapes]
+    grows = next((i for i in range(1, len(areas)) if areas[i] > areas[i - 1]), len(areas))
+    shrinks = max((i for i in range(1, grows) if areas[i] < areas[i - 1]), default=-1)
+    return ["head" if i == head else "encoder" if i <= shrinks else "bottleneck" if i < grows else "decoder"
+            for i in range(len(shapes))]
 
 
 def keras_layers(model) -> list[KerasLayer]:
-    """The compute layers of ``model`` in graph order, with their arithmetic and their place along the U."""
-    import keras
-
-    found = []
+    """The compute units of ``model`` in graph order, with their arithmetic and their place along the U."""
+    found, readers = [], _readers(model)
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            kind = "transposed conv"
-            _, h, w, c_in = layer.input.shape
-            kh, kw = layer.kernel_size
-            flops = 2 * h * w * kh * kw * c_in * layer.filters  # each input pixel scatters one kernel
-        elif isinstance(layer, keras.layers.Conv2D):
-            kind = "conv"
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            flops = 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            kind, flops = "pool", 0
-        elif isinstance(layer, keras.layers.Concatenate):
-            kind, flops = "concat", 0
-        else:
+        kind = _kind(layer)
+        if kind is None:
             continue
-        found.append((layer.name, kind, tuple(int(v) for v in layer.output.shape[1:]), int(flops)))
+        chain = _fused_chain(readers, layer) if kind[0].endswith("conv") else []
+        output = chain[-1] if chain else layer
+        found.append((layer.name, *kind, tuple(int(v) for v in output.output.shape[1:]), output.name,
+                      any(type(c).__name__ == "BatchNormalization" for c in chain)))
     if not found:
         raise UserError("the model has no convolution, pooling or concatenation layer to report on")
-    kinds = [kind for _, kind, _, _ in found]
-    first_up = kinds.index("transposed conv") if "transposed conv" in kinds else len(kinds)
-    last_pool = max((i for i, k in enumerate(kinds[:first_up]) if k == "pool"), default=-1)
-    head = max(i for i, k in enumerate(kinds) if k == "conv")
-    layers = []
-    for i, (name, kind, shape, flops) in enumerate(found):
-        stage = ("head" if i == head else "encoder" if i <= last_pool else "bottleneck" if i < first_up
-                 else "decoder")
-        layers.append(KerasLayer(i, name, kind, shape, flops, stage))
-    return layers
+    convs = [i for i, item in enumerate(found) if item[1] == "conv"]
+    stages = _stages([item[3] for item in found], convs[-1] if convs else -1)
+    return [KerasLayer(i, name, kind, shape, int(flops), stage, output, folded)
+            for i, ((name, kind, flops, shape, output, folded), stage) in enumerate(zip(found, stages, strict=True))]
 
 
 def keras_outputs(model, layers: list[KerasLayer], images: np.ndarray) -> list[np.ndarray]:
-    """Each compute layer's float output on ``images`` (N×H×W×C per layer)."""
+    """Each compute unit's float output on ``images`` (N×H×W×C per unit)."""
     import keras
 
-    probe = keras.Model(model.inputs, [model.get_layer(layer.name).output for layer in layers])
+    probe = keras.Model(model.inputs, [model.get_layer(layer.output or layer.name).output for layer in layers])
     outputs = probe.predict(images, batch_size=8, verbose=0)
     return [np.asarray(o, np.float32) for o in (outputs if isinstance(outputs, list) else [outputs])]
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from exporter.contracts.export_spec import ExportSpec
@@ -77,6 +80,18 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
     return proto
 
 
+@contextlib.contextmanager
+def working_dir(path: str | Path) -> Iterator[None]:
+    """The process works in ``path`` while inside: ONNX Runtime's pre-processing writes its scratch files
+    (sym_shape_infer_temp.onnx, external data) to the current folder, which must not be the user's."""
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec):
     """ONNX Runtime static quantization: QDQ, per-channel weights, uint8 activations, the types of
     ``spec.int8_scheme``; the float scope (Keras layers of ``model``, matched by graph order) left float."""
@@ -87,14 +102,19 @@ def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec):
     from exporter.export import float_scope, onnx_graph
     from exporter.export.layers import keras_layers
 
-    with tempfile.TemporaryDirectory(prefix="unet-export-onnx-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="unet-export-onnx-") as tmp, working_dir(tmp):
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(proto, src)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=False)
+        except Exception:  # ORT's symbolic shape inference gives up on some graphs (e.g. a Resize of a dynamic
+            # batch: "Incomplete symbolic shape inference"); ONNX's own shape inference is enough for QDQ
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         excluded = []
         if spec.float_scope:
             layers = keras_layers(model)
-            excluded = onnx_graph.float_nodes(layers, onnx.load(pre), float_scope.positions(layers, spec.float_scope))
+            excluded = onnx_graph.float_nodes(layers, onnx.load(pre), float_scope.named_positions(layers, spec.float_scope),
+                                              spec.float_scope.head)
         quantize_static(
             str(pre), str(dst), calibration.onnx_reader(INPUT_NAME),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,

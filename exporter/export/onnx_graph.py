@@ -10,6 +10,7 @@ from exporter.errors import UserError
 from exporter.export.layers import KerasLayer, check_shapes
 
 COMPUTE_OPS = {"Conv": "conv", "ConvTranspose": "transposed conv", "MaxPool": "pool", "Concat": "concat"}
+FUSED = ("BatchNormalization", "Relu", "Clip")  # Keras' batch norm, ReLU and ReLU6 after a convolution
 
 
 def compute_nodes(proto) -> list[dict]:
@@ -26,12 +27,13 @@ def compute_nodes(proto) -> list[dict]:
         if node.op_type not in COMPUTE_OPS:
             continue
         tensor, names = node.output[0], [node.name]
-        for wanted in ("Relu", "QuantizeLinear", "DequantizeLinear"):
+        while True:  # past the batch norm and activation fused into it, and any Q/DQ pair after each
             following = consumers.get(tensor, [])
-            if len(following) >= 1 and following[0].op_type == wanted:
-                tensor = following[0].output[0]
-                if wanted == "Relu":
-                    names.append(following[0].name)
+            if len(following) != 1 or following[0].op_type not in FUSED + ("QuantizeLinear", "DequantizeLinear"):
+                break
+            tensor = following[0].output[0]
+            if following[0].op_type in FUSED:
+                names.append(following[0].name)
         weight = node.input[1] if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 else None
         quantized = (producers.get(weight) == "DequantizeLinear" if weight
                      else tensor.endswith("DequantizeLinear_Output"))
@@ -73,15 +75,36 @@ def match(layers: list[KerasLayer], proto, images: np.ndarray, what: str = "the 
     return nodes
 
 
-def float_nodes(layers: list[KerasLayer], proto, positions: set[int]) -> list[str]:
-    """Node names (each conv and its Relu) of the compute layers at ``positions``, matched by graph order."""
-    if not positions:
-        return []
-    nodes = compute_nodes(proto)
-    if len(nodes) != len(layers):
-        raise UserError(f"float layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
-                        f"Keras model's {len(layers)} layers")
-    return [name for i in sorted(positions) for name in nodes[i]["nodes"]]
+def float_nodes(layers: list[KerasLayer], proto, named: set[int], head: bool) -> list[str]:
+    """Node names to leave out of quantization: the compute layers at ``named`` positions (each conv with its
+    batch norm and activation, matched by graph order), and with ``head`` the last Conv and every node after it."""
+    names = []
+    if named:
+        nodes = compute_nodes(proto)
+        if len(nodes) != len(layers):
+            raise UserError(f"float layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
+                            f"Keras model's {len(layers)} layers")
+        names += [name for i in sorted(named) for name in nodes[i]["nodes"]]
+    if head:
+        names += _downstream(proto, [n for n in proto.graph.node if n.op_type == "Conv"][-1])
+    return names
+
+
+def _downstream(proto, start) -> list[str]:
+    """``start`` and every node that reads what it computes, directly or not."""
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found, frontier = {start.name: start}, [start]
+    while frontier:
+        node = frontier.pop()
+        for out in node.output:
+            for reader in consumers.get(out, []):
+                if reader.name not in found:
+                    found[reader.name] = reader
+                    frontier.append(reader)
+    return list(found)
 
 
 def _dequantized(name: str, init: dict, producer: dict) -> np.ndarray | None:

@@ -99,11 +99,11 @@ def _convert_int8_selective(source, io: IOType, calibration: CalibrationSet, sco
     from exporter.export.layers import keras_layers
 
     layers = keras_layers(source)
-    chosen = float_scope.positions(layers, scope)
+    named = float_scope.named_positions(layers, scope)
     with silenced_python_output(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the debugger runs tf.lite.Interpreter internally
         float_model = tf.lite.TFLiteConverter.from_keras_model(source).convert()
-        denylist = tflite_graph.float_tensors(layers, float_model, chosen)
+        denylist = tflite_graph.float_tensors(layers, float_model, named, scope.head)
         converter = tf.lite.TFLiteConverter.from_keras_model(source)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = calibration.tflite_representative_dataset()
@@ -112,7 +112,7 @@ def _convert_int8_selective(source, io: IOType, calibration: CalibrationSet, sco
             converter=converter, debug_dataset=calibration.tflite_representative_dataset(),
             debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylist))
         model_bytes = debugger.get_nondebug_quantized_model()
-        tflite_graph.check_float_positions(layers, model_bytes, chosen)  # a denylisted name that matched nothing
+        tflite_graph.check_float_positions(layers, model_bytes, named, scope.head)  # a name that matched nothing
         if io is not IOType.FLOAT32:  # the same rewrite the converter applies for inference_input_type
             model_bytes = bytes(tflite_util.modify_model_io_type(
                 model_bytes, tf.uint8 if io is IOType.UINT8 else tf.int8, tf.float32))

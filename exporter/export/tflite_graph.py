@@ -14,8 +14,9 @@ import numpy as np
 from exporter.errors import UserError
 from exporter.export.layers import KerasLayer, check_shapes
 
-COMPUTE_OPS = {"CONV_2D": "conv", "TRANSPOSE_CONV": "transposed conv", "MAX_POOL_2D": "pool",
-               "CONCATENATION": "concat"}
+COMPUTE_OPS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise conv", "TRANSPOSE_CONV": "transposed conv",
+               "MAX_POOL_2D": "pool", "CONCATENATION": "concat"}
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def ops(model_bytes: bytes) -> list[Op]:
 
     found = []
     for op in interpreter._get_ops_details():
-        filter_index = int(op["inputs"][1]) if op["op_name"] in ("CONV_2D", "TRANSPOSE_CONV") else None
+        filter_index = int(op["inputs"][1]) if op["op_name"] in WEIGHTED_OPS else None
         found.append(Op(op["op_name"], tuple(tensor(t) for t in op["outputs"]), filter_index))
     return found
 
@@ -71,17 +72,23 @@ def match(layers: list[KerasLayer], model_bytes: bytes, what: str = "the .tflite
     return found
 
 
-def float_tensors(layers: list[KerasLayer], model_bytes: bytes, positions: set[int]) -> list[str]:
-    """Output tensors (of the float .tflite) to keep float for the compute layers at ``positions``; the head
-    (the last convolution) takes every op after it along (an in-graph argmax)."""
+def _head_at(every_op: list[Op]) -> int:
+    """The classifier head: the last CONV_2D (no layer matching needed, so any model has one)."""
+    return max(i for i, op in enumerate(every_op) if op.op == "CONV_2D")
+
+
+def float_tensors(layers: list[KerasLayer], model_bytes: bytes, named: set[int], head: bool) -> list[str]:
+    """Output tensors (of the float .tflite) to keep float: the compute layers at ``named`` positions (matched to
+    the Keras layers by graph order), and with ``head`` the last convolution and every op after it (a softmax,
+    an upsampling, an in-graph argmax)."""
     every_op = ops(model_bytes)
-    matched = [op for op in every_op if op.op in COMPUTE_OPS]
-    check_shapes(layers, [op.out.shape[1:] for op in matched], "the float conversion")
-    tensors = [matched[i].out.name for i in sorted(positions)]
-    head = max(layer.index for layer in layers if layer.kind == "conv")
-    if head in positions:
-        at = next(i for i, op in enumerate(every_op) if op.outputs and op.out.name == matched[head].out.name)
-        tensors += [t.name for op in every_op[at + 1:] for t in op.outputs]
+    tensors = []
+    if named:
+        matched = [op for op in every_op if op.op in COMPUTE_OPS]
+        check_shapes(layers, [op.out.shape[1:] for op in matched], "the float conversion (to keep layers float)")
+        tensors += [matched[i].out.name for i in sorted(named)]
+    if head:
+        tensors += [t.name for op in every_op[_head_at(every_op):] for t in op.outputs]
     return tensors
 
 
@@ -139,16 +146,28 @@ def filters(model_bytes: bytes, matched: list[Op]) -> list[np.ndarray | None]:
         except ValueError:  # a filter computed at run time (not a constant): no weight error to give
             found.append(None)
             continue
-        # TFLite: CONV_2D O×H×W×I, TRANSPOSE_CONV O×H×W×I (O = the output channels of the transposed conv)
-        found.append(values.transpose(1, 2, 3, 0) if op.op == "CONV_2D" else values.transpose(1, 2, 0, 3))
+        # TFLite: CONV_2D O×H×W×I, TRANSPOSE_CONV O×H×W×I (O = the output channels of the transposed conv),
+        # DEPTHWISE_CONV_2D 1×H×W×(I·multiplier) (Keras: H×W×I×multiplier; multiplier 1 as MobileNets use it)
+        if op.op == "DEPTHWISE_CONV_2D":
+            found.append(values[0][..., None])
+        else:
+            found.append(values.transpose(1, 2, 3, 0) if op.op == "CONV_2D" else values.transpose(1, 2, 0, 3))
     return found
 
 
-def check_float_positions(layers: list[KerasLayer], model_bytes: bytes, positions: set[int]) -> None:
+def check_float_positions(layers: list[KerasLayer], model_bytes: bytes, named: set[int], head: bool) -> None:
     """The chosen convolutions compute in float and every other one in int8, or the file is not what it says."""
-    matched = match(layers, model_bytes, "the selectively quantized model")
-    wrong = [layer.name for layer, op in zip(layers, matched, strict=True) if layer.kind in ("conv", "transposed conv")
-             and (op.out.dtype == "float32") != (layer.index in positions)]
+    every_op = ops(model_bytes)
+    weighted = [i for i, op in enumerate(every_op) if op.op in WEIGHTED_OPS]
+    wanted: set[int] = set()
+    if named:
+        compute_at = [i for i, op in enumerate(every_op) if op.op in COMPUTE_OPS]
+        check_shapes(layers, [every_op[i].out.shape[1:] for i in compute_at], "the selectively quantized model")
+        wanted = {compute_at[i] for i in named}
+    if head:
+        wanted.add(_head_at(every_op))
+    wrong = [f"{every_op[i].op} #{n}" for n, i in enumerate(weighted)
+             if (every_op[i].out.dtype == "float32") != (i in wanted)]
     if wrong:
         raise UserError(f"selective quantization did not keep exactly the chosen layers float (wrong: "
                         f"{', '.join(wrong[:4])})")

@@ -10,10 +10,11 @@ from exporter.text_table import align
 
 
 def compare_outputs(output: np.ndarray, reference_logits: np.ndarray, labels: np.ndarray,
-                    n_classes: int) -> ValidationResult:
-    """Score an artifact's output (logits or class map) and the reference logits against labels."""
-    ours = metrics.score(labels, output, n_classes, reference=reference_logits)
-    ref = metrics.score(labels, reference_logits, n_classes)
+                    n_classes: int, ignore_index: int | None = None) -> ValidationResult:
+    """Score an artifact's output (logits or class map) and the reference logits against labels (pixels labelled
+    ``ignore_index`` left out)."""
+    ours = metrics.score(labels, output, n_classes, reference=reference_logits, ignore_index=ignore_index)
+    ref = metrics.score(labels, reference_logits, n_classes, ignore_index=ignore_index)
     return ValidationResult(
         pixel_agreement=ours.agreement_vs_reference,
         miou=ours.miou,
