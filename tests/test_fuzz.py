@@ -287,6 +287,67 @@ def test_fuzz_png_frames_and_masks(tmp_path_factory, tmp_path):
          lambda trial: CliRunner().invoke(cli, ["data", "check", str(trial / "data"), "--input-size", "32", "32"]))
 
 
+def test_fuzz_palette_masks_with_an_ignore_value(tmp_path_factory, tmp_path):
+    """Palette PNG masks (class = palette index) with a "don't care" value: data check with --ignore-index."""
+    from PIL import Image
+
+    images, masks = block_frames(4, seed=5)
+    data = tmp_path_factory.mktemp("palette")
+    (data / "images").mkdir()
+    (data / "labels").mkdir()
+    masks = (masks % 5).astype(np.uint8)
+    masks[:, :2] = 255
+    for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        Image.fromarray(image).save(data / "images" / f"{i}.png")
+        indexed = Image.frombytes("P", mask.shape[::-1], mask.tobytes())
+        indexed.putpalette([v for c in range(256) for v in (c, 255 - c, c // 2)])
+        indexed.save(data / "labels" / f"{i}.png")
+    files = sorted((data / "labels").glob("*.png"))
+
+    def make(rng, trial):
+        copy = trial / "data"
+        shutil.copytree(data, copy)
+        target = copy / "labels" / files[int(rng.integers(0, len(files)))].name
+        target.write_bytes(mutate_bytes(target.read_bytes(), rng))
+        return target
+
+    fuzz("palette masks with an ignore value (data check)", tmp_path, make,
+         lambda trial: CliRunner().invoke(cli, ["data", "check", str(trial / "data"), "--input-size", "32", "32",
+                                                "--n-classes", "5", "--images-dir", "images", "--masks-dir", "labels",
+                                                "--ignore-index", "255"]))
+
+
+def test_fuzz_labels_file(blocks_dir, tmp_path):
+    """A user's class names file (--labels)."""
+    from exporter.classes import class_names
+
+    original = ("\n".join(class_names(23)) + "\n").encode()
+
+    def make(rng, trial):
+        damaged = trial / "labels.txt"
+        damaged.write_bytes(mutate_bytes(original, rng))
+        return damaged
+
+    fuzz("labels file (data check --labels)", tmp_path, make,
+         lambda trial: CliRunner().invoke(cli, ["data", "check", str(blocks_dir), "--input-size", "32", "32",
+                                                "--labels", str(trial / "labels.txt")]))
+
+
+def test_fuzz_a_users_model_file(tiny_run, blocks_dir, tmp_path):
+    """A user's .keras file, damaged as bytes or as zip members, given to an export."""
+    original = (tiny_run / "model.keras").read_bytes()
+
+    def make(rng, trial):
+        damaged = trial / "mine.keras"
+        damaged.write_bytes(mutate_bytes(original, rng) if rng.random() < 0.6 else mutate_zip(original, rng))
+        return damaged
+
+    fuzz("a user's model file (onnx --model)", tmp_path, make,
+         lambda trial: CliRunner().invoke(cli, ["onnx", "--model", str(trial / "mine.keras"), "--data",
+                                                str(blocks_dir), "--validation-samples", "2",
+                                                "--out", str(trial / "m.onnx")]))
+
+
 def test_fuzz_training_state(tiny_run, blocks_dir, tmp_path):
     """A damaged checkpoint/state.json stops --resume with one line; nothing is trained (epochs = done)."""
     original = json.loads((tiny_run / "checkpoint" / "state.json").read_text())

@@ -26,6 +26,7 @@ class ZooModel:
     n_classes: int = 23
     softmax: bool = False
     epochs: int = 8
+    batch: int = 8
 
     @property
     def carla(self) -> bool:
@@ -102,12 +103,12 @@ def _mobile():
 
 
 ZOO = {z.name: z for z in (
-    ZooModel("seed", _seed, epochs=12),
-    ZooModel("batchnorm", _unet_bn),
-    ZooModel("bilinear", lambda: _unet_bn(bilinear=True)),
+    ZooModel("seed", _seed, epochs=16, batch=4),
+    ZooModel("batchnorm", _unet_bn, epochs=12, batch=4),
+    ZooModel("bilinear", lambda: _unet_bn(bilinear=True), epochs=12, batch=4),
     ZooModel("mobile", _mobile),
     ZooModel("size64_5classes", lambda: _seed((64, 64), 5), size=(64, 64), n_classes=5, epochs=6),
-    ZooModel("softmax", lambda: _seed(softmax=True), softmax=True, epochs=12),
+    ZooModel("softmax", lambda: _seed(softmax=True), softmax=True, epochs=16, batch=4),
 )}
 
 
@@ -169,7 +170,7 @@ def train(zm: ZooModel, data: Path, out: Path) -> Path:
     model = zm.build()
     model.compile(optimizer=keras.optimizers.Adam(5e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=not zm.softmax))
-    model.fit(frames.images, masks, sample_weight=weights, epochs=zm.epochs, batch_size=8, verbose=0)
+    model.fit(frames.images, masks, sample_weight=weights, epochs=zm.epochs, batch_size=zm.batch, verbose=0)
     model.save(out)
     return out
 

@@ -97,7 +97,7 @@ def _data_choice(options: dict):
 
     labels = options.pop("labels_file")
     return DataOptions(options.pop("images_dir"), options.pop("masks_dir"), options.pop("ignore_index"),
-                       tuple(read_labels(labels)) if labels else None)
+                       tuple(read_labels(labels)) if labels else None, labels)
 
 
 @data.command("check")
@@ -119,9 +119,8 @@ def data_check(data_dir: str, n_classes: int, input_size: tuple[int, int], skip_
     frames = index_dataset(data_dir, choice.data_format({}, tuple(input_size), n_classes), skip_bad=skip_bad,
                            warn=warn)
     counts = frames.class_pixels()
+    choice.check_labels(n_classes)
     names = list(choice.labels) if choice.labels else class_names(n_classes)
-    if len(names) != n_classes:
-        raise UserError(f"--labels: {len(names)} class names for --n-classes {n_classes}")
     present = ", ".join(f"{names[i]} {counts[i] / counts.sum():.1%}" for i in np.flatnonzero(counts))
     reused = f" (the check stored in {INDEX_FILE}; the files have not changed)" if frames.reused else ""
     echo(f"{data_dir}: {len(frames)} usable frames{reused}; classes: {present}")
@@ -203,6 +202,7 @@ def train(data_dir, run_dir, epochs, batch_size, learning_rate, n_filters, input
 
     distribution = Distribution.from_environment(strategy, workers, worker_index, coordinator)
     data = _data_choice(options)
+    data.check_labels(n_classes)
     config = _training(TrainConfig(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, dropout=dropout,
                        val_split=val_split, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
@@ -461,11 +461,14 @@ def pipeline(run_dir, data_dir, model_path, synth_count, epochs, batch_size, lea
     from exporter.pipeline import ALL_EXPORTS, DEFAULT_EXPORTS, run_pipeline
 
     data = _data_choice(options)
+    if model_path is None:  # a model brought along has its own class count, checked when it is opened
+        data.check_labels(n_classes)
     training = _training(DEMO_TRAINING, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          n_filters=n_filters, input_size=tuple(input_size), n_classes=n_classes, seed=seed,
                          lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, target_miou=target_miou,
                          time_budget=time_budget, precision=precision, images_dir=data.images,
-                         masks_dir=data.masks, ignore_index=data.ignore_index, class_names=data.labels)
+                         masks_dir=data.masks, ignore_index=data.ignore_index,
+                         class_names=data.labels if model_path is None else None)
     bench = replace(DEMO_BENCH, runtimes=tuple(r.strip() for r in runtimes.split(",")) if runtimes else None,
                     min_runs=min_runs, min_seconds=min_seconds)
     options = PipelineOptions(data_dir=data_dir, model=model_path, data=data, synth_count=synth_count,

@@ -114,6 +114,13 @@ class DataOptions:
     masks: str | None = None
     ignore_index: int | None = None
     labels: tuple[str, ...] | None = None
+    labels_file: str | None = None  # where ``labels`` came from (messages name it)
+
+    def check_labels(self, n_classes: int) -> None:
+        """The given class names, if any, are one per class (UserError naming their file)."""
+        if self.labels is not None and len(self.labels) != n_classes:
+            raise UserError(f"{self.labels_file or '--labels'}: {len(self.labels)} class names for {n_classes} "
+                            "classes")
 
     def layout_key(self) -> list:
         """What of these options a pipeline stage key holds."""
@@ -128,7 +135,7 @@ class DataOptions:
     def class_names(self, config: dict, model_path: Path, n_classes: int) -> list[str]:
         """--labels, else the run's recorded names, else labels.txt beside the model, else CARLA's for 23 classes,
         else class_0…; the count must be the model's class count."""
-        names, source = self.labels, "--labels"
+        names, source = self.labels, self.labels_file or "--labels"
         if names is None and config.get("class_names"):
             names, source = config["class_names"], str(RunDir.of_model(model_path).config_path)
         if names is None and (model_path.parent / "labels.txt").is_file():

@@ -40,7 +40,8 @@ def with_static_batch(model, batch: int):
     import keras
 
     inputs = keras.Input(batch_shape=(batch, *model.input_shape[1:]), dtype=model.inputs[0].dtype)
-    clone = keras.models.clone_model(model, input_tensors=inputs)
+    # the same structure as the model's own input: a tensor, or a list of one (keras.Model(model.inputs, ...))
+    clone = keras.models.clone_model(model, input_tensors=[inputs] if isinstance(model.input, list) else inputs)
     clone.set_weights(model.get_weights())
     return clone
 
