@@ -250,7 +250,7 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 
 
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.bench", "exporter.runtimes", "exporter.contracts", "exporter.metrics",
-               "exporter.drift", "exporter.parameters", "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
+               "exporter.drift", "exporter.fleet", "exporter.parameters", "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
                "exporter.figures")
 
 

@@ -348,6 +348,23 @@ def test_fuzz_a_users_model_file(tiny_run, blocks_dir, tmp_path):
                                                 "--out", str(trial / "m.onnx")]))
 
 
+def test_fuzz_hosts_file(tmp_path):
+    """A fleet's hosts file (unet-bench remote --hosts, listed without connecting)."""
+    original = b"# the lab\npi4=pi@10.0.0.7\npi5=pi@10.0.0.8:2222\njetson=ubuntu@jetson.local\n"
+    pack = tmp_path / "any.pack"
+    pack.write_bytes(b"not read by a dry run")
+    (tmp_path / "trials").mkdir()
+
+    def make(rng, trial):
+        damaged = trial / "hosts.txt"
+        damaged.write_bytes(mutate_bytes(original, rng))
+        return damaged
+
+    fuzz("hosts file (unet-bench remote --hosts --dry-run)", tmp_path / "trials", make,
+         lambda trial: CliRunner().invoke(bench_cli, ["remote", str(pack), "--hosts", str(trial / "hosts.txt"),
+                                                      "--dry-run"]))
+
+
 def test_fuzz_training_state(tiny_run, blocks_dir, tmp_path):
     """A damaged checkpoint/state.json stops --resume with one line; nothing is trained (epochs = done)."""
     original = json.loads((tiny_run / "checkpoint" / "state.json").read_text())

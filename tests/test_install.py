@@ -11,7 +11,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,14 +40,12 @@ def find_python(version: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):  # built from a copy: setuptools writes build/ into the source
-        shutil.copyfile(ROOT / name, source / name)
-    shutil.copytree(ROOT / "exporter", source / "exporter", ignore=shutil.ignore_patterns("__pycache__"))
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out), str(source)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    (built,) = out.glob("unet_export-*.whl")
+    from exporter.fleet import build_wheel
+
+    out = tmp_path_factory.mktemp("wheel")
+    built = build_wheel(out)
+    again = build_wheel(tmp_path_factory.mktemp("again"))
+    assert built.read_bytes() == again.read_bytes()  # the same files, the same wheel: devices reuse their venv
     return built
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).parents[1] / "exporter"
 # What unet-bench imports (docs/architecture.md, "The device side"); everything else is the host side.
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.cli.common", "exporter.bench", "exporter.runtimes",
-               "exporter.contracts", "exporter.figures", "exporter.metrics", "exporter.drift", "exporter.parameters",
+               "exporter.contracts", "exporter.figures", "exporter.metrics", "exporter.drift", "exporter.fleet",
+               "exporter.parameters",
                "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table")
 
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import click
 
+from exporter import drift
 from exporter.bench.runner import BenchSettings
 from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.errors import UserError
+from exporter.fleet import FleetOptions
 from exporter.parameters import Device
 from exporter.runtimes import runtime_names
 
 DEFAULTS = BenchSettings()
+FLEET = FleetOptions()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,21 +41,51 @@ def cli() -> None:
     """Benchmark exported U-Net artifacts on this device: latency, throughput, memory, accuracy drift."""
 
 
+# What to measure and how long (BenchSettings' fields): unet-bench run's options, which remote passes on.
+MEASURE_OPTIONS = (
+    click.option("--runtimes", callback=_csv_list(str), default=None,
+                 help=f"Comma list of {', '.join(runtime_names())} (default: all, in that order)."),
+    click.option("--devices", callback=_csv_list(str), default=",".join(DEFAULTS.devices), show_default=True,
+                 help=",".join(Device.values())),
+    click.option("--threads", callback=_csv_list(int), default=None,
+                 help="Thread counts to try, comma list (default: all cores)."),
+    click.option("--batch-sizes", callback=_csv_list(int), default=",".join(map(str, DEFAULTS.batch_sizes)),
+                 show_default=True),
+    click.option("--warmup", default=DEFAULTS.warmup, show_default=True, type=click.IntRange(min=0)),
+    click.option("--min-runs", default=DEFAULTS.min_runs, show_default=True, type=click.IntRange(min=1)),
+    click.option("--min-seconds", default=DEFAULTS.min_seconds, show_default=True, type=click.FloatRange(min=0)),
+    click.option("--timeout", default=DEFAULTS.timeout, show_default=True, type=float,
+                 help="Seconds per worker process."),
+)
+GATE_OPTIONS = (
+    click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
+                 help="Gate: exit 1 if any row's mIoU is more than this many points below the Keras reference."),
+    click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+                 help="Gate: exit 1 if any row's pixel agreement with the Keras reference is below this (0-1)."),
+)
+
+
+def _options(*groups):
+    """Apply groups of click options, first listed first in --help."""
+    def decorate(func):
+        for option in reversed([o for group in groups for o in group]):
+            func = option(func)
+        return func
+    return decorate
+
+
+def _settings(label: str | None, runtimes, devices, threads, batch_sizes, **timing):
+    """The measuring options as BenchSettings (checked: unknown runtimes, counts ≥ 1)."""
+    from exporter.bench.runner import BenchSettings
+
+    return BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
+                         threads=tuple(threads) if threads else None, batch_sizes=tuple(batch_sizes), label=label,
+                         **timing)
+
+
 @cli.command()
 @click.argument("target", type=click.Path(exists=True))
-@click.option("--runtimes", callback=_csv_list(str), default=None,
-              help=f"Comma list of {', '.join(runtime_names())} (default: all, in that order).")
-@click.option("--devices", callback=_csv_list(str), default=",".join(DEFAULTS.devices), show_default=True,
-              help=",".join(Device.values()))
-@click.option("--threads", callback=_csv_list(int), default=None,
-              help="Thread counts to try, comma list (default: all cores).")
-@click.option("--batch-sizes", callback=_csv_list(int), default=",".join(map(str, DEFAULTS.batch_sizes)),
-              show_default=True)
-@click.option("--warmup", default=DEFAULTS.warmup, show_default=True, type=click.IntRange(min=0))
-@click.option("--min-runs", default=DEFAULTS.min_runs, show_default=True, type=click.IntRange(min=1))
-@click.option("--min-seconds", default=DEFAULTS.min_seconds, show_default=True, type=click.FloatRange(min=0))
-@click.option("--timeout", default=DEFAULTS.timeout, show_default=True, type=float,
-              help="Seconds per worker process.")
+@_options(MEASURE_OPTIONS)
 @click.option("--label", default=None, help="Name of this device/run in reports (e.g. pi4).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None)
@@ -60,19 +93,15 @@ def cli() -> None:
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False), default=None)
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where a pack is unpacked and previews go (default: a temporary folder).")
-@click.option("--max-miou-drop", type=click.FloatRange(min=0), default=None, metavar="POINTS",
-              help="Gate: exit 1 if any row's mIoU is more than this many points below the Keras reference.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
-              help="Gate: exit 1 if any row's pixel agreement with the Keras reference is below this (0-1).")
+@_options(GATE_OPTIONS)
 @handle_errors
-def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_seconds, timeout, label,
-        json_out, csv_out, markdown_out, plots_dir, work_dir, max_miou_drop, min_agreement) -> None:
+def run(target, label, json_out, csv_out, markdown_out, plots_dir, work_dir, max_miou_drop, min_agreement,
+        **measure) -> None:
     """Benchmark a pack (FILE.pack) or a run folder on every runtime present.
 
     With --max-miou-drop/--min-agreement it is a release gate: the reports are written, then it exits 1
     naming every row outside the budget (or that failed to run). Skipped rows (runtime not installed) pass.
     """
-    from exporter import drift
     from exporter.bench.runner import run_bench
     from exporter.bench.tables import terminal_table, write_reports
     from exporter.contracts.evaldata import load_eval
@@ -87,9 +116,7 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
         if module_missing("matplotlib"):
             raise UserError(MISSING_MATPLOTLIB)
 
-    settings = BenchSettings(runtimes=tuple(runtimes) if runtimes else None, devices=tuple(devices),
-                             threads=tuple(threads) if threads else None, batch_sizes=tuple(batch_sizes),
-                             warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, timeout=timeout, label=label)
+    settings = _settings(label, **measure)
     for out in (json_out, csv_out, markdown_out):  # fail now, not after minutes of measuring
         if out:
             check_writable(out)
@@ -118,6 +145,76 @@ def run(target, runtimes, devices, threads, batch_sizes, warmup, min_runs, min_s
     finally:
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+@cli.command()
+@click.argument("pack", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", "host_specs", multiple=True, metavar="LABEL=USER@HOST[:PORT]",
+              help="A device to bench on (repeat for each); LABEL names it in the table.")
+@click.option("--hosts", "hosts_file", type=click.Path(dir_okay=False), default=None,
+              help="A file of hosts, one LABEL=USER@HOST[:PORT] a line.")
+@click.option("--extra", default=FLEET.extra, show_default=True,
+              help="The runtime extra installed on each device (litert, onnxruntime, openvino).")
+@click.option("--python", "python", default=FLEET.python, show_default=True, help="The devices' interpreter.")
+@click.option("--cache", default=FLEET.cache, show_default=True, help="The cache folder on each device.")
+@click.option("--identity", type=click.Path(dir_okay=False), default=None,
+              help="A private key file (default: the SSH agent's keys and ~/.ssh's).")
+@click.option("--known-hosts", type=click.Path(dir_okay=False), default=None,
+              help="Host keys to check against [default: ~/.ssh/known_hosts].")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Accept (and record) the key of a host known_hosts does not list yet; a changed key never.")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The device side's wheel to install (default: built from this checkout).")
+@click.option("--host-timeout", default=FLEET.timeout, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds for one host, install and bench included.")
+@click.option("--all-hosts", is_flag=True, help="Exit 2 when any host could not run (default: its row says why).")
+@click.option("--dry-run", is_flag=True, help="List the hosts and the unet-bench run arguments, connect to none.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None)
+@click.option("--markdown", "markdown_out", type=click.Path(dir_okay=False), default=None)
+@_options(MEASURE_OPTIONS, GATE_OPTIONS)
+@handle_errors
+def remote(pack, host_specs, hosts_file, extra, python, cache, identity, known_hosts, accept_new_host_keys, wheel,
+           host_timeout, all_hosts, dry_run, json_out, markdown_out, max_miou_drop, min_agreement, **measure) -> None:
+    """Benchmark a pack on several devices over SSH, in parallel: one table across them (README, "Benchmark a
+    fleet")."""
+    from exporter import fleet
+    from exporter.fileio import check_writable
+
+    hosts = fleet.unique_labels([fleet.Host.parse(spec) for spec in host_specs]
+                                + (fleet.read_hosts(hosts_file) if hosts_file else []))
+    if not hosts:
+        raise UserError("remote: name the devices with --host LABEL=USER@HOST or --hosts FILE")
+    _settings(None, **measure)  # checked here, not once on every device
+    for out in (json_out, markdown_out):
+        if out:
+            check_writable(out)
+    options = fleet.FleetOptions(extra=extra, python=python, cache=cache, identity=identity, known_hosts=known_hosts,
+                                 accept_new_host_keys=accept_new_host_keys, timeout=host_timeout,
+                                 run_args=tuple(_run_args(measure)))
+    if dry_run:
+        for host in hosts:
+            echo(f"{host.label}: {host} (python {python}, [{extra}], cache {cache}): unet-bench run "
+                 + " ".join(options.run_args))
+        return
+    fleet.check_available()
+    with tempfile.TemporaryDirectory(prefix="unet-fleet-") as scratch:
+        built = Path(wheel) if wheel else fleet.build_wheel(scratch)
+        outcomes = fleet.run_fleet(Path(pack), hosts, built, options, progress=echo)
+    report = fleet.FleetReport(tuple(outcomes), drift.Budget(max_miou_drop, min_agreement))
+    echo(report.text())
+    for written in report.write(json_out, markdown_out):
+        echo(f"wrote {written}")
+    report.check(all_hosts)
+
+
+def _run_args(measure: dict) -> list[str]:
+    """The measuring options as unet-bench run arguments for a device."""
+    args = []
+    for name, value in measure.items():
+        if value is not None:
+            shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            args += ["--" + name.replace("_", "-"), shown]
+    return args
 
 
 @cli.command()

@@ -146,6 +146,11 @@ class RunDir:
             split = checks.number(config.get("val_split"), "val_split")
             if split is not None and not 0 < split < 1:
                 raise ContractError("val_split: expected a fraction between 0 and 1")
+            for name in ("images_dir", "masks_dir"):
+                checks.path(config.get(name), name, absolute=False)
+            ignore = checks.integer(config.get("ignore_index"), "ignore_index")
+            if ignore is not None and not 0 <= ignore <= 255:
+                raise ContractError("ignore_index: expected a mask value 0 to 255")
         except ContractError as exc:
             raise UserError(f"{self.config_path}: {exc}") from None
         return config

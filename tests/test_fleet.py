@@ -1,0 +1,136 @@
+"""unet-bench remote on loopback: two "devices" (two SSH servers of asyncssh on 127.0.0.1, each with its own home
+folder), real key authentication and host-key checks, a real wheel installed into a real venv on each, one
+killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from exporter.cli.bench import cli as bench_cli
+from exporter.fleet import Host, read_hosts
+
+pytestmark = pytest.mark.slow  # builds a wheel, fills two venvs from the package index
+HERE = Path(__file__).parent
+FAST = ["--runtimes", "litert", "--warmup", "0", "--min-runs", "1", "--min-seconds", "0", "--threads", "1"]
+
+
+def test_hosts_are_parsed_and_checked(tmp_path):
+    assert Host.parse("pi4=pi@10.0.0.7") == Host("pi4", "10.0.0.7", "pi", 22)
+    assert Host.parse("jetson=ubuntu@jetson.local:2222") == Host("jetson", "jetson.local", "ubuntu", 2222)
+    assert Host.parse("box.lan") == Host("box.lan", "box.lan")
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# the lab\npi4=pi@10.0.0.7\n\njetson=ubuntu@jetson.local:2222\n")
+    assert [h.label for h in read_hosts(hosts)] == ["pi4", "jetson"]
+    hosts.write_text("pi4=pi@10.0.0.7\nnot a host!\n")
+    result = CliRunner().invoke(bench_cli, ["remote", str(hosts), "--hosts", str(hosts)])
+    assert result.exit_code == 2 and f"{hosts} line 2" in result.output and result.output.count("\n") == 1
+    twice = CliRunner().invoke(bench_cli, ["remote", str(hosts), "--host", "a=x@h", "--host", "a=y@h"])
+    assert twice.exit_code == 2 and "label 'a' is given twice" in twice.output
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Device:
+    """One SSH server on loopback with a home folder of its own."""
+
+    def __init__(self, root: Path, keys: dict) -> None:
+        self.home, self.port, self.keys = root, _port(), keys
+        root.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")))
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "ssh_server.py"), str(self.port), str(self.home),
+                                      self.keys["host"], self.keys["authorized"]], stdout=subprocess.PIPE, text=True,
+                                     env=env, start_new_session=True)
+        assert self.proc.stdout.readline().strip() == "listening"
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)  # the server and the bench it was running
+        self.proc.wait()
+
+    def spec(self, label: str) -> str:
+        return f"{label}={os.environ.get('USER', 'root')}@127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def keys(tmp_path) -> dict:
+    import asyncssh
+
+    user, host = asyncssh.generate_private_key("ssh-ed25519"), asyncssh.generate_private_key("ssh-ed25519")
+    paths = {"user": tmp_path / "id_ed25519", "host": tmp_path / "host_key", "authorized": tmp_path / "authorized"}
+    user.write_private_key(paths["user"])
+    host.write_private_key(paths["host"])
+    user.write_public_key(paths["authorized"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run, keys, tmp_path):
+    _, pack = exported_run
+    a, b = Device(tmp_path / "device_a", keys), Device(tmp_path / "device_b", keys)
+    a.start()
+    b.start()
+    known = tmp_path / "known_hosts"
+    base = [sys.executable, "-m", "exporter.cli.bench", "remote", str(pack), "--identity", keys["user"],
+            "--known-hosts", str(known), "--python", sys.executable, *FAST]
+    try:
+        refused = subprocess.run([*base, "--host", a.spec("a")], capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 0 and "host key of" in refused.stdout and "not accepted" in refused.stdout
+        assert known.read_text() == ""  # nothing accepted without asking
+
+        first = subprocess.Popen([*base, "--host", a.spec("a"), "--host", b.spec("b"), "--accept-new-host-keys",
+                                  "--json", str(tmp_path / "fleet.json")], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+        for line in first.stdout:  # b is killed while it benches
+            if line.startswith("[b] running unet-bench"):
+                b.kill()
+                break
+        out, err = first.communicate(timeout=600)
+        assert first.returncode == 0, out[-3000:] + err[-3000:]
+        fleet = {h["label"]: h for h in json.loads((tmp_path / "fleet.json").read_text())["fleet"]}
+        assert fleet["a"]["status"] == "ok" and fleet["b"]["status"] == "failed" and fleet["b"]["reason"]
+        assert any(r["status"] == "ok" for r in fleet["a"]["result"]["results"])
+        assert "failed: b (" in out and len(known.read_text().splitlines()) == 2
+
+        # a pack cut short on b under its final name and a partial one: neither is used, the pack is copied again
+        (cached,) = (b.home / ".cache" / "unet-bench" / "packs").glob("*.pack")
+        cached.write_bytes(cached.read_bytes()[:100])
+        (cached.parent / f"{cached.name}.999.partial").write_bytes(b"junk")
+        b.start()
+        again = subprocess.run([*base, "--host", a.spec("a"), "--host", b.spec("b"), "--all-hosts", "--json",
+                                str(tmp_path / "again.json")], capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        steps = {h["label"]: h["steps"] for h in json.loads((tmp_path / "again.json").read_text())["fleet"]}
+        assert any(s.startswith("reusing the venv") for s in steps["a"])
+        assert any(s.startswith("reusing the pack") for s in steps["a"])
+        assert any(s.startswith("copying the pack") for s in steps["b"])
+        assert cached.stat().st_size == pack.stat().st_size
+    finally:
+        for device in (a, b):
+            if device.proc and device.proc.poll() is None:
+                device.kill()
+
+
+def test_an_unreachable_host_is_a_row_and_all_hosts_makes_it_exit_2(exported_run, keys, tmp_path):
+    _, pack = exported_run
+    start = time.monotonic()
+    result = CliRunner().invoke(bench_cli, ["remote", str(pack), "--host", f"gone=u@127.0.0.1:{_port()}", "--wheel",
+                                            str(pack), "--identity", keys["user"], "--known-hosts",
+                                            str(tmp_path / "kh"), "--all-hosts"])
+    assert result.exit_code == 2, result.output
+    assert "1 of 1 hosts did not run: gone (u@127.0.0.1:" in result.output and "refused" in result.output.lower()
+    assert time.monotonic() - start < 60
