@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 test-zoo fuzz demo lint clean
+.PHONY: setup test test-avx2 test-zoo test-fleet fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ test-avx2: $(STAMP)
 # bench on LiteRT, ONNX Runtime and OpenVINO. make test runs a part of it; benchmarks/zoo.py writes the figures.
 test-zoo: $(STAMP)
 	UNET_ZOO_FULL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_zoo.py
+
+# unet-bench remote against two SSH "devices" on loopback (asyncssh servers with their own homes): real keys, real
+# wheels into real venvs (from the package index), one device killed mid-run. ~1.5 min; make test runs the rest.
+test-fleet: $(STAMP)
+	UNET_FLEET=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fleet.py
 
 # The fuzz suite's long mode: FUZZ_SECONDS a target (default 10 minutes), a fresh seed each run, printed first so
 # that a failure can be replayed (make fuzz UNET_FUZZ_SEED=N); the trial counts and outcomes go to

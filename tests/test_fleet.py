@@ -21,6 +21,9 @@ from exporter.fleet import Host, read_hosts
 
 pytestmark = pytest.mark.slow  # builds a wheel, fills two venvs from the package index
 HERE = Path(__file__).parent
+LOOPBACK = os.environ.get("UNET_FLEET") == "1"
+loopback_only = pytest.mark.skipif(not LOOPBACK, reason="two SSH devices on loopback, two venvs from the package "
+                                                         "index (~1.5 min): make test-fleet (UNET_FLEET=1)")
 FAST = ["--runtimes", "litert", "--warmup", "0", "--min-runs", "1", "--min-seconds", "0", "--threads", "1"]
 
 
@@ -79,6 +82,7 @@ def keys(tmp_path) -> dict:
     return {name: str(path) for name, path in paths.items()}
 
 
+@loopback_only
 def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run, keys, tmp_path):
     _, pack = exported_run
     a, b = Device(tmp_path / "device_a", keys), Device(tmp_path / "device_b", keys)
