@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 test-zoo test-fleet fuzz demo lint clean
+.PHONY: setup test test-avx2 test-zoo test-fleet test-distributed fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -31,13 +31,19 @@ test-zoo: $(STAMP)
 	UNET_ZOO_FULL=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_zoo.py
 
 # unet-bench remote against two SSH "devices" on loopback (asyncssh servers with their own homes): real keys, real
-# wheels into real venvs (from the package index), one device killed mid-run. ~1.5 min; make test runs the rest.
+# wheels into real venvs (from the package index), one device killed mid-run; one device that cannot reach the
+# package index, installed from a wheelhouse. ~6 min on 2 cores; make test runs the rest.
 test-fleet: $(STAMP)
 	UNET_FLEET=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fleet.py
 
+# Data-parallel training on Keras' JAX backend: one worker, then two on loopback (one killed mid-run, both
+# resumed): five training processes, ~5 min on 2 cores, so not in make test (which checks the options).
+test-distributed: $(STAMP)
+	UNET_DISTRIBUTED=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_distributed.py
+
 # The fuzz suite's long mode: FUZZ_SECONDS a target (default 10 minutes), a fresh seed each run, printed first so
 # that a failure can be replayed (make fuzz UNET_FUZZ_SEED=N); the trial counts and outcomes go to
-# artifacts/fuzz/seed-N.txt. ~70 min with the default; the suite itself runs each target 5 s.
+# artifacts/fuzz/seed-N.txt. ~110 min with the default (11 targets); the suite itself runs each target 5 s.
 FUZZ_SECONDS ?= 600
 fuzz: $(STAMP)
 	@seed=$${UNET_FUZZ_SEED:-$$(od -An -N2 -tu2 /dev/urandom | tr -d ' ')}; \

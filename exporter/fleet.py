@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from exporter.errors import UserError
 
 PYTHONS = ((3, 10), (3, 13))  # the device side's range (pyproject.toml)
 HOST_SPEC = re.compile(r"^(?:(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]{0,40})=)?(?:(?P<user>[A-Za-z0-9_.-]+)@)?"
-                       r"(?P<host>[A-Za-z0-9_.:-]+?|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
+                       r"(?P<host>[A-Za-z0-9_.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>\d{1,5}))?$")
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: a wheel built twice from the same files is the same bytes
 
 
@@ -51,12 +52,14 @@ class Host:
     def parse(cls, text: str, where: str = "--host") -> Host:
         match = HOST_SPEC.match(text.strip())
         if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
-            raise UserError(f"{where}: expected LABEL=USER@HOST[:PORT], got {text.strip()[:80]!r}")
+            raise UserError(f"{where}: expected LABEL=USER@HOST[:PORT] (an IPv6 address in brackets: [fe80::1]), "
+                            f"got {text.strip()[:80]!r}")
         host = match["host"].strip("[]")
         return cls(match["label"] or host, host, match["user"], int(match["port"] or 22))
 
     def __str__(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.host}{'' if self.port == 22 else f':{self.port}'}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user + '@' if self.user else ''}{host}{'' if self.port == 22 else f':{self.port}'}"
 
 
 def read_hosts(path: str | Path) -> list[Host]:
@@ -95,6 +98,7 @@ class FleetOptions:
     connect_timeout: float = 30.0
     timeout: float = 3600.0  # seconds for one host, everything included
     run_args: tuple[str, ...] = ()  # unet-bench run options, passed through
+    wheelhouse: str | None = None  # wheels of numpy, click and the runtime for the devices (no package index there)
 
 
 @dataclass
@@ -199,7 +203,7 @@ async def _session(host: Host, pack: Path, pack_sha: str, wheel: Path, wheel_sha
         version = await remote.python_version()
         say(f"connected to {host}; Python {version[0]}.{version[1]}")
         cache = await remote.home_cache()
-        venv = await remote.venv(cache, wheel, wheel_sha, say)
+        venv = await remote.venv(cache, wheel, wheel_sha, version, say)
         packed = await remote.pack(cache, pack, pack_sha, say)
         say("running unet-bench")
         return await remote.bench(cache, venv, packed, host.label)
@@ -214,9 +218,11 @@ async def _connect(host: Host, options: FleetOptions):
         known.parent.mkdir(parents=True, exist_ok=True)
         known.touch()
 
+    checker = _KnownHosts(known)
+
     class Client(asyncssh.SSHClient):
         def validate_host_public_key(self, name, addr, port, key) -> bool:
-            return _KnownHosts(known).accept(host, addr, key, options.accept_new_host_keys)
+            return checker.accept(host, addr, key, options.accept_new_host_keys)
 
     keys = [options.identity] if options.identity else ()
     try:
@@ -225,8 +231,14 @@ async def _connect(host: Host, options: FleetOptions):
             client_keys=keys or (), agent_path=None if options.identity else (), password=None,
             kbdint_auth=False, connect_timeout=options.connect_timeout), options.connect_timeout + 5)
     except asyncssh.HostKeyNotVerifiable as exc:
+        if checker.changed:
+            raise _Failed(f"host key of {host} not accepted: it CHANGED since {known} recorded it (another machine "
+                          "at this address, or someone in between); remove the old line (ssh-keygen -R) only if "
+                          "you expected the change") from None
         raise _Failed(f"host key of {host} not accepted ({exc}): it is not in {known}; check it, then add it "
                       "or pass --accept-new-host-keys") from None
+    except TimeoutError:  # asyncssh's connect_timeout, or ours around it (asyncio.TimeoutError is this class)
+        raise _Failed(f"{host}: no answer within {options.connect_timeout:.0f}s") from None
     except asyncssh.PermissionDenied:
         raise _Failed(f"{host} refused the key ({options.identity or 'agent and ~/.ssh keys'})") from None
     return conn
@@ -238,13 +250,17 @@ class _KnownHosts:
     unlisted host's key is refused, or with ``accept_new`` accepted and appended."""
 
     path: Path
+    changed: bool = False  # the host is listed with another key (set when a key was refused for that reason)
 
     def accept(self, host: Host, addr: str, key, accept_new: bool) -> bool:
         import asyncssh
 
         name = host.host if host.port == 22 else f"[{host.host}]:{host.port}"
         trusted, ca_keys, *_ = asyncssh.match_known_hosts(str(self.path), host.host, addr, host.port)
-        if trusted or ca_keys or not accept_new:  # a host listed with another key: a changed key, never accepted
+        if trusted or ca_keys:  # a host listed with another key: a changed key, never accepted
+            self.changed = True
+            return False
+        if not accept_new:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as fh:
@@ -283,26 +299,61 @@ class _Remote:
 
     async def put(self, local: Path, remote: str) -> None:
         """``local`` to ``remote`` through a temporary name: a copy cut short is never under the final name."""
-        partial = f"{remote}.{os.getpid()}.partial"
+        partial = f"{remote}.{uuid.uuid4().hex[:12]}.partial"  # two labels on one device do not share it
         async with self.conn.start_sftp_client() as sftp:
-            await sftp.put(str(local), partial)
-            await sftp.posix_rename(partial, remote)
+            try:
+                await sftp.put(str(local), partial)
+                await sftp.posix_rename(partial, remote)
+            except BaseException:  # a full disk, a cut connection: the partial copy does not stay to fill the disk
+                try:
+                    await asyncio.shield(sftp.remove(partial))
+                except Exception:  # noqa: BLE001 - the connection may be gone; the next put removes old partials
+                    pass
+                raise
 
-    async def venv(self, cache: str, wheel: Path, wheel_sha: str, say: Callable[[str], None]) -> str:
+    async def venv(self, cache: str, wheel: Path, wheel_sha: str, version: tuple[int, int],
+                   say: Callable[[str], None]) -> str:
         extra = re.sub(r"[^A-Za-z0-9_,-]", "", self.options.extra)
-        venv = f"{cache}/venvs/{wheel_sha[:16]}-{extra or 'none'}"
+        venv = f"{cache}/venvs/{wheel_sha[:16]}-py{version[0]}.{version[1]}-{extra or 'none'}"
         if (await self.conn.run(f"test -f {shlex.quote(venv)}/.ready", check=False)).exit_status == 0:
             say(f"reusing the venv of wheel {wheel_sha[:12]} [{extra}]")
             return venv
         remote_wheel = f"{cache}/wheels/{wheel.name}"
         await self.put(wheel, remote_wheel)
-        say(f"installing unet-export (wheel {wheel_sha[:12]}) with [{extra}]")
+        offline = await self.wheelhouse(cache, say)
+        say(f"installing unet-export (wheel {wheel_sha[:12]}) with [{extra}]"
+            + (" from the wheelhouse" if offline else ""))
         spec = shlex.quote(f"{remote_wheel}[{extra}]" if extra else remote_wheel)
         q = shlex.quote(venv)
+        index = f"--no-index --find-links {shlex.quote(offline)} " if offline else ""
         await self.sh(f"rm -rf {q} && {shlex.quote(self.options.python)} -m venv {q} && "
-                      f"{q}/bin/python -m pip install --quiet --disable-pip-version-check {spec} && touch {q}/.ready",
-                      "installing the device side")
+                      f"{q}/bin/python -m pip install --quiet --disable-pip-version-check {index}{spec} && "
+                      f"touch {q}/.ready", "installing the device side")
         return venv
+
+    async def wheelhouse(self, cache: str, say: Callable[[str], None]) -> str | None:
+        """``options.wheelhouse``'s wheels in the device's cache (each copied unless one of its name and size is
+        there already); the folder pip installs from with no package index, or None."""
+        import asyncssh
+
+        if not self.options.wheelhouse:
+            return None
+        remote = f"{cache}/wheelhouse"
+        await self.sh(f"mkdir -p {shlex.quote(remote)}", "making the wheelhouse folder")
+        missing = []
+        async with self.conn.start_sftp_client() as sftp:
+            for local in wheelhouse_wheels(self.options.wheelhouse):
+                try:
+                    if (await sftp.stat(f"{remote}/{local.name}")).size == local.stat().st_size:
+                        continue
+                except asyncssh.SFTPNoSuchFile:
+                    pass
+                missing.append(local)
+        if missing:
+            say(f"copying {len(missing)} wheel(s) of the wheelhouse ({sum(w.stat().st_size for w in missing) / 1e6:.1f} MB)")
+        for local in missing:
+            await self.put(local, f"{remote}/{local.name}")
+        return remote
 
     async def pack(self, cache: str, pack: Path, pack_sha: str, say: Callable[[str], None]) -> str:
         remote = f"{cache}/packs/{pack_sha}.pack"
@@ -315,24 +366,44 @@ class _Remote:
             say(f"reusing the pack already there ({pack_sha[:12]})")
             return remote
         say(f"copying the pack ({pack.stat().st_size / 1e6:.1f} MB)")
+        await self.conn.run(f"rm -f {q}.*.partial", check=False)  # copies of an earlier run cut short
         await self.put(pack, remote)
         return remote
 
     async def bench(self, cache: str, venv: str, pack: str, label: str) -> BenchResult:
+        import asyncssh
+
         out = f"{cache}/results/{label}-{os.getpid()}-{time.time_ns()}.json"
         args = " ".join(shlex.quote(a) for a in (*self.options.run_args, "--label", label, "--json", out))
-        result = await self.conn.run(f"{shlex.quote(venv)}/bin/unet-bench run {shlex.quote(pack)} {args}", check=False)
+        # bounded on the device too: a run this side gave up on (timeout, Ctrl-C) does not go on measuring there
+        bound = f"timeout -k 30 {int(self.options.timeout)} " if (
+            await self.conn.run("command -v timeout", check=False)).exit_status == 0 else ""
+        result = await self.conn.run(f"{bound}{shlex.quote(venv)}/bin/unet-bench run {shlex.quote(pack)} {args}",
+                                     check=False)
+        said = (result.stderr or "").strip().splitlines()
         if result.exit_status not in (0, 1):  # 1: a gate the run options asked for; judged here again anyway
-            said = (result.stderr or "").strip().splitlines()
             raise _Failed(f"unet-bench run failed (exit {result.exit_status}): {said[-1][:200] if said else ''}")
         async with self.conn.start_sftp_client() as sftp:
-            async with sftp.open(out, "rb") as fh:
-                data = await fh.read()
+            try:
+                async with sftp.open(out, "rb") as fh:
+                    data = await fh.read()
+            except asyncssh.SFTPNoSuchFile:  # exit 1 from a crash, not a gate
+                raise _Failed(f"unet-bench run wrote no results (exit {result.exit_status}): "
+                              f"{said[-1][:200] if said else 'no output'}") from None
             await sftp.remove(out)
         try:
             return BenchResult.from_dict(json.loads(data))
         except (ValueError, ContractError) as exc:
             raise _Failed(f"the device's bench JSON is not one ({exc})") from None
+
+
+def wheelhouse_wheels(folder: str | Path) -> list[Path]:
+    """The wheels in a wheelhouse folder; UserError when it holds none."""
+    wheels = sorted(Path(folder).glob("*.whl"))
+    if not wheels:
+        raise UserError(f"{folder}: no wheels (*.whl) in the wheelhouse; fill it with pip download (README, "
+                        "\"Benchmark a fleet\")")
+    return wheels
 
 
 def check_available() -> None:
@@ -355,7 +426,12 @@ class FleetReport:
         from exporter.bench.compare import compare
 
         ran = [(o.host.label, o.result) for o in self.outcomes if o.ok]
-        return compare(ran) if ran else "(no host ran)"
+        if not ran:
+            return "(no host ran)"
+        try:
+            return compare(ran)
+        except UserError as exc:  # every row skipped or failed on every host: the outcomes still say why
+            return f"(no table: {exc})"
 
     def _failed(self) -> list[str]:
         return [f"{o.host.label} ({o.host}): {o.reason}" for o in self.outcomes if not o.ok]
@@ -389,7 +465,7 @@ class FleetReport:
         from exporter.errors import CheckFailed
 
         failed = self._failed()
-        if all_hosts and failed:
+        if failed and (all_hosts or len(failed) == len(self.outcomes)):  # nothing measured never passes a gate
             raise UserError(f"{len(failed)} of {len(self.outcomes)} hosts did not run: {'; '.join(failed)}"[:600])
         over = []
         for o in self.outcomes:

@@ -158,7 +158,7 @@ class _Journey:
         """The model the user brought, copied in as RUN/model.keras, and a config.json naming its data."""
         import shutil
 
-        from exporter.export.api import load_keras_model, read_labels
+        from exporter.export.api import load_keras_model
 
         run, options, source = self.run, self.options, Path(self.options.model)
         key = _key("model", data_key, sha256_file(source) if source.is_file() else str(source),
@@ -167,14 +167,14 @@ class _Journey:
             return
         started = time.perf_counter()
         model = load_keras_model(source, self.log)  # a model that is not one stops here, with one line
-        labels = options.data.labels
-        if labels is None and (source.parent / "labels.txt").is_file():
-            labels = read_labels(source.parent / "labels.txt")
+        # --labels, else labels.txt beside the model, else CARLA's for 23 classes, else class_0…: recorded, so the
+        # exports, the pack, the bench and the report all name the classes alike
+        labels = options.data.class_names({}, source, int(model.output_shape[-1]))
         config = {"source_model": str(source.resolve()), "data_dir": str(self.data_dir.resolve()),
                   "parameters": int(model.count_params()), "input_size": list(model.input_shape[1:3]),
                   "n_classes": int(model.output_shape[-1]), "images_dir": options.data.images or IMAGE_DIR,
                   "masks_dir": options.data.masks or MASK_DIR, "ignore_index": options.data.ignore_index,
-                  **({"class_names": list(labels)} if labels else {})}
+                  "class_names": labels}
         with atomic_path(run.model, suffix=".keras") as tmp:
             shutil.copyfile(source, tmp)
         write_json_atomic(run.config_path, config)
@@ -196,11 +196,13 @@ class _Journey:
                            val_pixel_accuracy=result.best_val_pixel_accuracy,
                            images_per_second=result.images_per_second)
 
-    def export(self) -> str:
+    def export(self, data_key: str) -> str:
+        """Every export; redone when the model, the data (its validation frames) or how it is read changes."""
         from exporter.export.api import ExportContext
 
         run, options = self.run, self.options
-        key = _key("export", sha256_file(run.model), [e.to_dict() for e in options.exports],
+        key = _key("export", sha256_file(run.model), data_key, options.data.layout_key(),
+                   [e.to_dict() for e in options.exports],
                    options.calibration_samples, options.validation_samples, asdict(options.budget), options.eval_frames)
         if self.stages.done("export", key, [run.path / e.file_name for e in options.exports]):
             return key
@@ -285,6 +287,6 @@ def run_pipeline(run_dir: str | Path, options: PipelineOptions | None = None, fo
         journey.model(data_key)
     else:
         journey.train(data_key)
-    journey.bench(journey.pack(journey.export()))
+    journey.bench(journey.pack(journey.export(data_key)))
     report = journey.report()
     return PipelineResult(run.path, report, stages.seconds, stages.skipped)

@@ -17,7 +17,8 @@ import pytest
 from click.testing import CliRunner
 
 from exporter.cli.bench import cli as bench_cli
-from exporter.fleet import Host, read_hosts
+from exporter.errors import UserError
+from exporter.fleet import FleetReport, Host, HostOutcome, read_hosts
 
 pytestmark = pytest.mark.slow  # builds a wheel, fills two venvs from the package index
 HERE = Path(__file__).parent
@@ -31,6 +32,11 @@ def test_hosts_are_parsed_and_checked(tmp_path):
     assert Host.parse("pi4=pi@10.0.0.7") == Host("pi4", "10.0.0.7", "pi", 22)
     assert Host.parse("jetson=ubuntu@jetson.local:2222") == Host("jetson", "jetson.local", "ubuntu", 2222)
     assert Host.parse("box.lan") == Host("box.lan", "box.lan")
+    v6 = Host.parse("lab=pi@[fe80::1]:2222")
+    assert v6 == Host("lab", "fe80::1", "pi", 2222) and str(v6) == "pi@[fe80::1]:2222"
+    for unbracketed in ("pi@fe80::1", "2001:db8::7", "::1"):  # never read as host 'fe80:' port 1
+        with pytest.raises(UserError, match="IPv6 address in brackets"):
+            Host.parse(unbracketed)
     hosts = tmp_path / "hosts.txt"
     hosts.write_text("# the lab\npi4=pi@10.0.0.7\n\njetson=ubuntu@jetson.local:2222\n")
     assert [h.label for h in read_hosts(hosts)] == ["pi4", "jetson"]
@@ -50,13 +56,15 @@ def _port() -> int:
 class Device:
     """One SSH server on loopback with a home folder of its own."""
 
-    def __init__(self, root: Path, keys: dict) -> None:
-        self.home, self.port, self.keys = root, _port(), keys
+    def __init__(self, root: Path, keys: dict, offline: bool = False) -> None:
+        self.home, self.port, self.keys, self.offline = root, _port(), keys, offline
         root.mkdir(parents=True, exist_ok=True)
         self.proc = None
 
     def start(self) -> None:
         env = dict(os.environ, PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")))
+        if self.offline:  # no package index reachable from this "device"
+            env.update(PIP_INDEX_URL=f"http://127.0.0.1:{_port()}/simple", PIP_RETRIES="0", PIP_TIMEOUT="2")
         self.proc = subprocess.Popen([sys.executable, str(HERE / "ssh_server.py"), str(self.port), str(self.home),
                                       self.keys["host"], self.keys["authorized"]], stdout=subprocess.PIPE, text=True,
                                      env=env, start_new_session=True)
@@ -93,7 +101,7 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
             "--known-hosts", str(known), "--python", sys.executable, *FAST]
     try:
         refused = subprocess.run([*base, "--host", a.spec("a")], capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 0 and "host key of" in refused.stdout and "not accepted" in refused.stdout
+        assert refused.returncode == 2 and "host key of" in refused.stdout and "not accepted" in refused.stdout
         assert known.read_text() == ""  # nothing accepted without asking
 
         first = subprocess.Popen([*base, "--host", a.spec("a"), "--host", b.spec("b"), "--accept-new-host-keys",
@@ -129,6 +137,33 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
                 device.kill()
 
 
+@loopback_only
+def test_a_device_without_a_package_index_installs_from_the_wheelhouse(exported_run, keys, tmp_path):
+    _, pack = exported_run
+    wheelhouse = tmp_path / "wheelhouse"
+    download = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "-d",
+                               str(wheelhouse), "numpy>=2.0", "click>=8.1", "ai-edge-litert>=2.3"],
+                              capture_output=True, text=True, timeout=600)
+    assert download.returncode == 0, download.stderr[-2000:]
+    device = Device(tmp_path / "offline", keys, offline=True)
+    device.start()
+    base = [sys.executable, "-m", "exporter.cli.bench", "remote", str(pack), "--identity", keys["user"],
+            "--known-hosts", str(tmp_path / "known_hosts"), "--accept-new-host-keys", "--python", sys.executable,
+            "--host", device.spec("offline"), "--extra", "litert", *FAST]
+    try:
+        no_index = subprocess.run(base, capture_output=True, text=True, timeout=600)
+        assert no_index.returncode == 2 and "installing the device side failed" in no_index.stdout, no_index.stdout
+        offline = subprocess.run([*base, "--wheelhouse", str(wheelhouse), "--json", str(tmp_path / "fleet.json")],
+                                 capture_output=True, text=True, timeout=600)
+        assert offline.returncode == 0, offline.stdout[-3000:] + offline.stderr[-3000:]
+        (host,) = json.loads((tmp_path / "fleet.json").read_text())["fleet"]
+        assert any(s.endswith("from the wheelhouse") for s in host["steps"]) and host["status"] == "ok"
+        assert any(r["status"] == "ok" for r in host["result"]["results"])
+    finally:
+        if device.proc and device.proc.poll() is None:
+            device.kill()
+
+
 def test_an_unreachable_host_is_a_row_and_all_hosts_makes_it_exit_2(exported_run, keys, tmp_path):
     _, pack = exported_run
     start = time.monotonic()
@@ -138,3 +173,24 @@ def test_an_unreachable_host_is_a_row_and_all_hosts_makes_it_exit_2(exported_run
     assert result.exit_code == 2, result.output
     assert "1 of 1 hosts did not run: gone (u@127.0.0.1:" in result.output and "refused" in result.output.lower()
     assert time.monotonic() - start < 60
+
+
+def test_a_fleet_with_no_measured_row_still_writes_its_report_and_nothing_measured_never_passes(tmp_path):
+    from exporter import drift
+    from exporter.contracts.bench_json import BenchResult
+
+    skipped = BenchResult.from_dict({"environment": {"cpu": "Cortex-A72"}, "results": [
+        {"artifact": "unet.onnx", "format": "onnx", "runtime": "onnxruntime", "device": "cpu", "status": "skipped",
+         "reason": "onnxruntime is not installed"}]})
+    pi, gone = Host.parse("pi=pi@10.0.0.7"), Host.parse("gone=u@10.0.0.8")
+    report = FleetReport((HostOutcome(pi, skipped), HostOutcome(gone, reason="no answer within 30s")),
+                         drift.Budget(1.0, 0.98))
+    assert "(no table: " in report.text() and "failed: gone (u@10.0.0.8): no answer" in report.text()
+    written = report.write(tmp_path / "fleet.json", tmp_path / "fleet.md")
+    assert [p.name for p in written] == ["fleet.json", "fleet.md"] and "| pi | pi@10.0.0.7 | ok |" in written[1].read_text()
+    report.check(all_hosts=False)  # one host ran (its rows were skipped: the table says so)
+    with pytest.raises(UserError, match="1 of 2 hosts did not run"):
+        report.check(all_hosts=True)
+    nobody = FleetReport((HostOutcome(gone, reason="no answer within 30s"),), drift.Budget(1.0, 0.98))
+    with pytest.raises(UserError, match="1 of 1 hosts did not run"):
+        nobody.check(all_hosts=False)  # a gate with nothing measured does not pass

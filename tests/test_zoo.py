@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,12 @@ def test_a_mobilenet_style_model_through_the_journey(zoo, tmp_path):
     """BatchNorm, ReLU6, depthwise convs, residual adds, bilinear upsampling: pipeline --model exports (ONNX int8
     included: its shape inference needed the fallback), packs, benches on every runtime and reports."""
     from exporter.bench.runner import BenchSettings
+    from exporter.classes import class_names
     from exporter.contracts.export_spec import HEAD, ExportSpec
+    from exporter.export.api import DataOptions
     from exporter.pipeline import PipelineOptions, run_pipeline
 
-    _, model, data = zoo("mobile")
+    zm, model, data = zoo("mobile")
     exports = (ExportSpec("tflite", "int8", io="uint8", argmax=True, static_batch=1), ExportSpec("onnx", "int8"),
                ExportSpec("onnx", "int8", float_scope=HEAD))
     options = PipelineOptions(data_dir=str(data), model=str(model), exports=exports, calibration_samples=24,
@@ -68,8 +71,9 @@ def test_a_mobilenet_style_model_through_the_journey(zoo, tmp_path):
     result = run_pipeline(tmp_path / "run", options, log=None, verbose=0)
     assert set(Path.cwd().iterdir()) == before  # ORT's shape-inference scratch files stay in a temp folder
     assert result.skipped_stages == [] and "model" in result.stage_seconds and "train" not in result.stage_seconds
-    rows = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())["results"]
-    status = {(r["artifact"], r["runtime"]): r for r in rows}
+    bench = json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())
+    assert bench["labels"] == class_names(zm.n_classes)  # no labels given: the defaults, named alike everywhere
+    status = {(r["artifact"], r["runtime"]): r for r in bench["results"]}
     for spec in exports:
         runtimes = ("litert", "openvino") if spec.format.value == "tflite" else ("onnxruntime", "openvino")
         for runtime in runtimes:
@@ -78,6 +82,12 @@ def test_a_mobilenet_style_model_through_the_journey(zoo, tmp_path):
             assert row["accuracy"]["agreement_vs_reference"] > 0.95, row
     report = result.report.read_text()
     assert "Supplied, not trained here" in report and "## Recommendation" in report
+
+    # the same model with other class names: the exports (their metadata), the pack and the bench are redone
+    names = tuple(f"thing_{i}" for i in range(zm.n_classes))
+    again = run_pipeline(tmp_path / "run", replace(options, data=DataOptions(labels=names)), log=None, verbose=0)
+    assert "export" not in again.skipped_stages and "pack" not in again.skipped_stages
+    assert json.loads((tmp_path / "run" / "bench" / "bench.json").read_text())["labels"] == list(names)
 
 
 def test_quant_report_matches_depthwise_and_batchnorm_layers(zoo, tmp_path):
@@ -141,6 +151,19 @@ def test_a_failed_export_leaves_nothing_behind(zoo, tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["onnx", "--model", str(model), *data_flags(zm, data), "--quantize",
                                       "--min-agreement", "1.0", *FAST])
     assert result.exit_code == 1, result.output
+    assert list(work.iterdir()) == [] and set(model.parent.iterdir()) == before
+
+    # ONNX Runtime's quantizer itself gives up (a fault injected after its pre-processing wrote scratch files)
+    import onnxruntime.quantization as ort_quantization
+
+    def gives_up(*args, **kwargs):
+        raise RuntimeError("Unable to find data for tensor 'x'")
+
+    monkeypatch.setattr(ort_quantization, "quantize_static", gives_up)
+    failed = CliRunner().invoke(cli, ["onnx", "--model", str(model), *data_flags(zm, data), "--quantize", *FAST])
+    assert failed.exit_code == 2 and "Traceback" not in failed.output, failed.output
+    assert failed.output.strip().splitlines()[-1].startswith(f"error: {model}: ONNX int8 conversion failed (Unable "
+                                                             "to find data for tensor 'x')")
     assert list(work.iterdir()) == [] and set(model.parent.iterdir()) == before
 
 

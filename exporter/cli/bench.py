@@ -165,6 +165,9 @@ def run(target, label, json_out, csv_out, markdown_out, plots_dir, work_dir, max
               help="Accept (and record) the key of a host known_hosts does not list yet; a changed key never.")
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The device side's wheel to install (default: built from this checkout).")
+@click.option("--wheelhouse", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A folder of wheels for the devices (numpy, click, the runtime: pip download): copied over and "
+                   "installed from with no package index, for devices without internet.")
 @click.option("--host-timeout", default=FLEET.timeout, show_default=True, type=click.FloatRange(min=1),
               help="Seconds for one host, install and bench included.")
 @click.option("--all-hosts", is_flag=True, help="Exit 2 when any host could not run (default: its row says why).")
@@ -174,7 +177,7 @@ def run(target, label, json_out, csv_out, markdown_out, plots_dir, work_dir, max
 @_options(MEASURE_OPTIONS, GATE_OPTIONS)
 @handle_errors
 def remote(pack, host_specs, hosts_file, extra, python, cache, identity, known_hosts, accept_new_host_keys, wheel,
-           host_timeout, all_hosts, dry_run, json_out, markdown_out, max_miou_drop, min_agreement, **measure) -> None:
+           wheelhouse, host_timeout, all_hosts, dry_run, json_out, markdown_out, max_miou_drop, min_agreement, **measure) -> None:
     """Benchmark a pack on several devices over SSH, in parallel: one table across them (README, "Benchmark a
     fleet")."""
     from exporter import fleet
@@ -190,7 +193,11 @@ def remote(pack, host_specs, hosts_file, extra, python, cache, identity, known_h
             check_writable(out)
     options = fleet.FleetOptions(extra=extra, python=python, cache=cache, identity=identity, known_hosts=known_hosts,
                                  accept_new_host_keys=accept_new_host_keys, timeout=host_timeout,
-                                 run_args=tuple(_run_args(measure)))
+                                 run_args=tuple(_run_args(measure)), wheelhouse=wheelhouse)
+    if wheelhouse:
+        fleet.wheelhouse_wheels(wheelhouse)
+    if identity and not Path(identity).is_file():  # once here, not once per host
+        raise UserError(f"{identity}: no such key file (--identity)")
     if dry_run:
         for host in hosts:
             echo(f"{host.label}: {host} (python {python}, [{extra}], cache {cache}): unet-bench run "

@@ -34,6 +34,7 @@ class KerasLayer:
 
 
 FUSED = ("BatchNormalization", "ReLU", "Activation")  # what converters fold into the layer before them
+FOLDED_ACTIVATIONS = ("relu", "relu6", "linear")  # of the Activation layers, the ones they fold
 
 
 def _kind(layer) -> tuple[str, int] | None:
@@ -69,10 +70,19 @@ def _readers(model) -> dict[str, list]:
     return readers
 
 
+def _fuses(layer) -> bool:
+    """A batch norm, a ReLU, or an Activation that converters fold (relu, relu6, linear; a softmax is an op of its
+    own, and its probabilities are not the conv's scores)."""
+    kind = type(layer).__name__
+    if kind == "Activation":
+        return getattr(layer.activation, "__name__", "") in FOLDED_ACTIVATIONS
+    return kind in FUSED
+
+
 def _fused_chain(readers: dict[str, list], layer) -> list:
     """The batch norm and activation layers that follow ``layer`` one to one (each the only reader of the last)."""
     chain, last = [], layer
-    while len(readers.get(last.name, [])) == 1 and type(readers[last.name][0]).__name__ in FUSED:
+    while len(readers.get(last.name, [])) == 1 and _fuses(readers[last.name][0]):
         last = readers[last.name][0]
         chain.append(last)
     return chain
