@@ -217,7 +217,8 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
     evaldata = load_eval(run.eval_path)
     rows = comparison_rows(bench, options.budget)
     plots = write_plots(bench, run.plots_dir, run.class_names(), evaldata.images, evaldata.labels,
-                        evaldata.reference_map, maps_root=run.bench_dir, max_miou_drop=options.budget.max_miou_drop)
+                        evaldata.reference_map, maps_root=run.bench_dir, max_miou_drop=options.budget.max_miou_drop,
+                        ignore_index=evaldata.ignore_index)
     lines = [f"# unet-export report: {run.path.name}", "",
              *_recommendation(rows, artifacts, options.budget), *_measured(bench, rows), *_validation(artifacts),
              *_budgets(run, options, artifacts), *_training(run.config(), state["stages"].get("train", {})),

@@ -445,6 +445,26 @@ def test_drift_picture_png(tmp_path):
         drift_picture(images, reference, [("bad", reference[:, :10])], tmp_path / "bad.png")
 
 
+def test_drift_picture_leaves_dont_care_pixels_out_of_its_agreements(tmp_path):
+    pytest.importorskip("matplotlib")
+    from exporter.figures import drift_picture as picture
+
+    images, reference, _ = _synthetic_maps()
+    labels = reference.astype(np.int32).copy()
+    labels[:, :, :8] = 255  # a "don't care" band on the left
+    maps = reference.copy()
+    maps[:, :, :8] = (maps[:, :, :8] + 1) % 23  # every difference falls in the band
+    counted = labels[:3] != 255
+    (scored,), subtitle = picture._chosen([("x.tflite@litert/cpu", maps)], reference[:3], None, counted)
+    assert scored.shown == 1.0 and "don't care" in subtitle
+    row = picture._artifact_rows([scored], reference[:3], None, counted)[0]
+    assert row.titles == ["100.00% agree"] * 3 and tuple(row.pictures[0][0, 0]) == picture.IGNORED_GREY
+    (counting_all,), _ = picture._chosen([("x.tflite@litert/cpu", maps)], reference[:3], None)
+    assert counting_all.shown == pytest.approx(1 - 8 / reference.shape[2])
+    assert drift_picture(images, reference, [("x.tflite@litert/cpu", maps)], tmp_path / "d.png", labels=labels,
+                         ignore_index=255).is_file()
+
+
 def test_write_plots_with_previews(bench, tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     images, reference, rows = _synthetic_maps()

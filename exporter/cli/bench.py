@@ -137,7 +137,7 @@ def run(target, label, json_out, csv_out, markdown_out, plots_dir, work_dir, max
             evaldata = load_eval(bench_target.eval_path)
             for written in write_plots(bench, plots_dir, bench_target.labels, evaldata.images, evaldata.labels,
                                        evaldata.reference_map, maps_root=work_dir,
-                                       max_miou_drop=max_miou_drop):
+                                       max_miou_drop=max_miou_drop, ignore_index=evaldata.ignore_index):
                 echo(f"wrote {written}")
         if budget.is_set:
             drift.check(bench, budget)

@@ -80,7 +80,7 @@ def _eval_frames(bench: BenchResult) -> int | None:
 
 
 def _write_drift(bench: BenchResult, path: Path, eval_images: np.ndarray, eval_labels: np.ndarray | None,
-                 reference_maps: np.ndarray | None, root: Path) -> Path | None:
+                 reference_maps: np.ndarray | None, root: Path, ignore_index: int | None = None) -> Path | None:
     """drift.png at ``path`` when the frames, the reference's maps and some row's maps agree in shape; else None."""
     results = list(bench.rows)
     reference = reference_row(results)
@@ -101,20 +101,21 @@ def _write_drift(bench: BenchResult, path: Path, eval_images: np.ndarray, eval_l
             and len(eval_labels) >= k:
         labels = np.asarray(eval_labels)[:k]
     return drift_picture(images[:k], reference_maps[:k], rows, path, labels=labels, table_agreement=table,
-                         eval_frames=_eval_frames(bench))
+                         eval_frames=_eval_frames(bench), ignore_index=ignore_index)
 
 
 def write_plots(bench: BenchResult, out_dir: str | os.PathLike[str], class_names: list[str],
                 eval_images: np.ndarray | None = None, eval_labels: np.ndarray | None = None,
                 reference_maps: np.ndarray | None = None, maps_root: str | os.PathLike[str] | None = None, *,
-                max_miou_drop: float | None = None) -> list[Path]:
+                max_miou_drop: float | None = None, ignore_index: int | None = None) -> list[Path]:
     """Write latency_vs_miou.png, per_class_iou.png and, when possible, drift.png into ``out_dir``.
 
     ``latency_vs_miou`` draws the Keras line at the reference ``exporter.drift`` names (the stored Keras
     outputs' mIoU), and the budget line ``max_miou_drop`` points below it. The drift picture needs ``eval_images`` (K×H×W×3) and ok rows whose ``preview_maps`` files exist under
     ``maps_root`` (default: ``out_dir``). ``reference_maps`` defaults to the reference row's preview maps;
     ``eval_labels`` (K×H×W), if given, adds a label row. Beside each artifact the drift picture also shows its
-    row's ``agreement_vs_reference`` from the bench (over the ``reference.frames`` evaluation frames).
+    row's ``agreement_vs_reference`` from the bench (over the ``reference.frames`` evaluation frames);
+    ``ignore_index`` (the labels' "don't care" value) leaves those pixels out of its agreements, as the bench does.
     Returns the paths written.
     """
     out_dir = Path(out_dir)
@@ -125,5 +126,5 @@ def write_plots(bench: BenchResult, out_dir: str | os.PathLike[str], class_names
     if eval_images is None:
         return written
     root = Path(maps_root) if maps_root is not None else out_dir
-    drift = _write_drift(bench, out_dir / "drift.png", eval_images, eval_labels, reference_maps, root)
+    drift = _write_drift(bench, out_dir / "drift.png", eval_images, eval_labels, reference_maps, root, ignore_index)
     return written if drift is None else [*written, drift]

@@ -22,6 +22,7 @@ LEFT = 0.15  # inches: the margin left of the headings
 GAP = 0.08  # inches between two maps
 NAME_WIDTH = 32  # characters of an artifact name in the row heading
 DIFFER_RED = (0.85, 0.0, 0.0)
+IGNORED_GREY = (0.45, 0.45, 0.45)  # a "don't care" pixel of the labels: not counted
 
 
 class _Scored(NamedTuple):
@@ -95,15 +96,24 @@ def _checked(images: np.ndarray, reference_maps: np.ndarray, rows: list[tuple[st
     return images[:k], reference_maps[:k]
 
 
+def _agreement(maps: np.ndarray, reference_maps: np.ndarray, counted: np.ndarray | None) -> float:
+    """The share of counted pixels (all, or those not labelled "don't care") whose class is the reference's."""
+    same = maps == reference_maps
+    return float(np.mean(same if counted is None else same[counted])) if counted is None or counted.any() else 1.0
+
+
 def _chosen(rows: list[tuple[str, np.ndarray]], reference_maps: np.ndarray,
-            table_agreement: Sequence[float | None] | None) -> tuple[list[_Scored], str]:
+            table_agreement: Sequence[float | None] | None,
+            counted: np.ndarray | None = None) -> tuple[list[_Scored], str]:
     """The artifacts to draw (the 6 that agree least, when there are more) and the subtitle that says what is drawn."""
     k = len(reference_maps)
     tables = list(table_agreement) if table_agreement is not None else [None] * len(rows)
-    scored = [_Scored(name, np.asarray(maps)[:k], float(np.mean(np.asarray(maps)[:k] == reference_maps)), table)
+    scored = [_Scored(name, np.asarray(maps)[:k], _agreement(np.asarray(maps)[:k], reference_maps, counted), table)
               for (name, maps), table in zip(rows, tables, strict=True)]
     subtitle = (f"{k} evaluation frame{'s' if k > 1 else ''}; red = the pixel's class differs from the Keras "
                 "reference,\npale = same class as the reference (its class colour, faded)")
+    if counted is not None:
+        subtitle += "; grey = labelled \"don't care\" (not counted)"
     if len(scored) > MAX_DRIFT_ARTIFACTS:
         chosen = sorted(range(len(scored)), key=lambda i: scored[i].shown)[:MAX_DRIFT_ARTIFACTS]
         subtitle += (f"\nshowing the {MAX_DRIFT_ARTIFACTS} of {len(scored)} artifacts that agree least with "
@@ -112,7 +122,8 @@ def _chosen(rows: list[tuple[str, np.ndarray]], reference_maps: np.ndarray,
     return scored, subtitle
 
 
-def _artifact_rows(scored: list[_Scored], reference_maps: np.ndarray, eval_frames: int | None) -> list[_DriftRow]:
+def _artifact_rows(scored: list[_Scored], reference_maps: np.ndarray, eval_frames: int | None,
+                   counted: np.ndarray | None = None) -> list[_DriftRow]:
     """A row per artifact: its name, runtime and agreement; per frame, the reference faded and its differences red."""
     k = len(reference_maps)
     heads = [s.name.split("@", 1) for s in scored]
@@ -125,8 +136,11 @@ def _artifact_rows(scored: list[_Scored], reference_maps: np.ndarray, eval_frame
             differ = s.maps[f] != reference_maps[f]
             overlay = 0.72 + 0.22 * colorize(reference_maps[f]) / 255.0  # the reference's classes, pale
             overlay[differ] = DIFFER_RED
+            here = None if counted is None else counted[f]
+            if here is not None:
+                overlay[~here] = IGNORED_GREY
             pictures.append(overlay)
-            titles.append(f"{_pct(1.0 - float(np.mean(differ)))} agree")
+            titles.append(f"{_pct(_agreement(s.maps[f], reference_maps[f], here))} agree")
         lines = ([runtime] if runtime else []) + agreement_lines(k, s.shown, s.table, eval_frames)
         table.append(_DriftRow(artifact, lines, pictures, titles))
     return table
@@ -179,7 +193,8 @@ def _drift_figure(plt, table: list[_DriftRow], subtitle: str, k: int, map_shape:
 
 def drift_picture(images: np.ndarray, reference_maps: np.ndarray, rows: list[tuple[str, np.ndarray]],
                   path: str | os.PathLike[str], labels: np.ndarray | None = None, *,
-                  table_agreement: Sequence[float | None] | None = None, eval_frames: int | None = None) -> Path:
+                  table_agreement: Sequence[float | None] | None = None, eval_frames: int | None = None,
+                  ignore_index: int | None = None) -> Path:
     """Where each artifact's class maps differ from the Keras reference: one column per frame (at most 3), and
     one row each for the frame, [the label map,] the reference class map, then each artifact: the reference
     class map faded, with the pixels whose class differs from the reference in red.
@@ -190,16 +205,20 @@ def drift_picture(images: np.ndarray, reference_maps: np.ndarray, rows: list[tup
 
     ``images``: K×H×W×3 floats in [0, 1] (uint8 is accepted); maps: K×H×W class ids; ``rows``: (name, maps) with
     name as ``artifact@runtime/device``. At most 6 artifacts are drawn: with more, the 6 with the lowest
-    agreement on these frames (said so in the title).
+    agreement on these frames (said so in the title). With ``labels`` and ``ignore_index``, the pixels labelled
+    with it are grey and left out of every agreement, as the bench table leaves them out.
     """
     plt = pyplot()
     images, reference_maps = _checked(images, reference_maps, rows, table_agreement)
     k = len(reference_maps)
-    scored, subtitle = _chosen(rows, reference_maps, table_agreement)
+    counted = None
+    if labels is not None and ignore_index is not None:
+        counted = np.asarray(labels)[:k] != ignore_index
+    scored, subtitle = _chosen(rows, reference_maps, table_agreement, counted)
     table = [_DriftRow("camera frame", [], list(images), [f"frame {f + 1}" for f in range(k)])]
     if labels is not None:
         table.append(_DriftRow("labels", ["(ground truth)"], [colorize(m) for m in np.asarray(labels)[:k]], []))
     table.append(_DriftRow("Keras reference", ["(its class map)"], [colorize(m) for m in reference_maps], []))
-    table += _artifact_rows(scored, reference_maps, eval_frames)
+    table += _artifact_rows(scored, reference_maps, eval_frames, counted)
     fig = _drift_figure(plt, table, subtitle, k, reference_maps.shape[1:])
     return save_png(fig, path, dpi=SCREEN_DPI)
