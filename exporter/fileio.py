@@ -153,6 +153,16 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
     return value
 
 
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The lines of a UTF-8 text file; a missing or unreadable one is a ``UserError`` naming it and ``what``."""
+    from exporter.errors import UserError
+
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc.__class__.__name__})") from None
+
+
 def write_bytes_atomic(final: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``final`` atomically."""
     with atomic_path(final) as tmp:

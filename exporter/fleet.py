@@ -64,11 +64,10 @@ class Host:
 
 def read_hosts(path: str | Path) -> list[Host]:
     """A hosts file: one ``label=user@host[:port]`` a line; blank lines and ``#`` comments skipped."""
+    from exporter.fileio import read_lines
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the hosts file ({exc.__class__.__name__})") from None
+    lines = read_lines(path, "hosts file")
     hosts = [Host.parse(line, f"{path} line {n}") for n, line in enumerate(lines, 1)
              if line.strip() and not line.strip().startswith("#")]
     if not hosts:

@@ -29,7 +29,7 @@ from exporter.export.backend import Converted, FormatBackend, ModelFacts
 from exporter.export.calibration import CalibrationSet, balanced_pick
 from exporter.export.formats import backend_for, backend_of
 from exporter.export.validate import compare_outputs, run_artifact
-from exporter.fileio import atomic_path, check_writable, sha256_file
+from exporter.fileio import atomic_path, check_writable, read_lines, sha256_file
 from exporter.parameters import CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
 from exporter.runtimes.base import predict_in_batches
 from exporter.stdio import CONVERTER_NOISE, filtered_stderr
@@ -354,10 +354,7 @@ def _held_out(frames: DataIndex, config: dict, seed: int) -> tuple[np.ndarray, n
 def read_labels(path: str | Path) -> list[str]:
     """Class names from a text file, one a line (blank lines at the end ignored); UserError naming the file."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the class names ({exc.__class__.__name__})") from None
+    lines = read_lines(path, "class names")
     while lines and not lines[-1].strip():
         lines.pop()
     names = [line.strip() for line in lines]
