@@ -45,16 +45,16 @@ def main() -> None:
         host.write_private_key(tmp / "host_key")
         user.write_public_key(tmp / "authorized")
         servers, specs = [], []
-        for label in ("a", "b"):
-            port, home = _port(), tmp / label
-            home.mkdir()
-            proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ssh_server.py"), str(port), str(home),
-                                     str(tmp / "host_key"), str(tmp / "authorized")], stdout=subprocess.PIPE,
-                                    text=True, start_new_session=True)
-            assert proc.stdout.readline().strip() == "listening"
-            servers.append(proc)
-            specs += ["--host", f"{label}={os.environ.get('USER', 'root')}@127.0.0.1:{port}"]
         try:
+            for label in ("a", "b"):
+                port, home = _port(), tmp / label
+                home.mkdir()
+                proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ssh_server.py"), str(port), str(home),
+                                         str(tmp / "host_key"), str(tmp / "authorized")], stdout=subprocess.PIPE,
+                                        text=True, start_new_session=True)
+                servers.append(proc)
+                assert proc.stdout.readline().strip() == "listening"
+                specs += ["--host", f"{label}={os.environ.get('USER', 'root')}@127.0.0.1:{port}"]
             for run in ("cold", "warm"):
                 out = tmp / f"{run}.json"
                 started = time.perf_counter()

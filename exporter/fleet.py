@@ -2,7 +2,7 @@
 
 For every host, in parallel: connect (known_hosts checked; a new host key refused unless
 ``accept_new_host_keys``, a changed one always), check its Python (3.10–3.13), create or reuse a venv in a cache
-folder on the device keyed by the wheel's sha256 and the extra, install the device side from a wheel built from
+folder on the device keyed by the wheel's sha256, the device's Python and the extra, install the device side from a wheel built from
 this checkout (copied over: the device needs no access to this project), copy the pack only if the device does
 not hold one with its sha256 (copied to a temporary name, then renamed: a copy cut short is never used), run
 ``unet-bench run`` there, fetch the JSON. A host that cannot be reached, refuses the key, lacks Python, fails to
@@ -176,8 +176,8 @@ async def _host(host: Host, pack: Path, pack_sha: str, wheel: Path, wheel_sha: s
         progress(f"[{host.label}] {message}")
 
     try:
-        outcome.result = await asyncio.wait_for(_session(host, pack, pack_sha, wheel, wheel_sha, options, say),
-                                                options.timeout)
+        outcome.result = await asyncio.wait_for(_session(host, pack, pack_sha, wheel, wheel_sha, options, say,
+                                                         time.monotonic() + options.timeout), options.timeout)
     except asyncio.TimeoutError:
         outcome.reason = f"timed out after {options.timeout:.0f}s"
     except _Failed as exc:
@@ -195,10 +195,10 @@ def _why(exc: BaseException) -> str:
 
 
 async def _session(host: Host, pack: Path, pack_sha: str, wheel: Path, wheel_sha: str, options: FleetOptions,
-                   say: Callable[[str], None]) -> BenchResult:
+                   say: Callable[[str], None], deadline: float) -> BenchResult:
     conn = await _connect(host, options)
     async with conn:
-        remote = _Remote(conn, options)
+        remote = _Remote(conn, options, deadline)
         version = await remote.python_version()
         say(f"connected to {host}; Python {version[0]}.{version[1]}")
         cache = await remote.home_cache()
@@ -228,15 +228,16 @@ async def _connect(host: Host, options: FleetOptions):
         conn, _ = await asyncio.wait_for(asyncssh.create_connection(
             Client, host.host, host.port, username=host.user, known_hosts=str(known),
             client_keys=keys or (), agent_path=None if options.identity else (), password=None,
-            kbdint_auth=False, connect_timeout=options.connect_timeout), options.connect_timeout + 5)
+            kbdint_auth=False, connect_timeout=options.connect_timeout, keepalive_interval=15,
+            keepalive_count_max=3), options.connect_timeout + 5)  # keepalives: a dead link ends, not hangs
     except asyncssh.HostKeyNotVerifiable as exc:
         if checker.changed:
-            raise _Failed(f"host key of {host} not accepted: it CHANGED since {known} recorded it (another machine "
-                          "at this address, or someone in between); remove the old line (ssh-keygen -R) only if "
-                          "you expected the change") from None
+            raise _Failed(f"host key of {host} not accepted ({exc}): {known} lists {checker.changed} with another "
+                          "key: it CHANGED (another machine at this address, or someone in between); remove the "
+                          "old line (ssh-keygen -R) only if you expected the change") from None
         raise _Failed(f"host key of {host} not accepted ({exc}): it is not in {known}; check it, then add it "
                       "or pass --accept-new-host-keys") from None
-    except TimeoutError:  # asyncssh's connect_timeout, or ours around it (asyncio.TimeoutError is this class)
+    except (TimeoutError, asyncio.TimeoutError):  # asyncssh's connect_timeout, or ours around it (one class from 3.11)
         raise _Failed(f"{host}: no answer within {options.connect_timeout:.0f}s") from None
     except asyncssh.PermissionDenied:
         raise _Failed(f"{host} refused the key ({options.identity or 'agent and ~/.ssh keys'})") from None
@@ -249,15 +250,18 @@ class _KnownHosts:
     unlisted host's key is refused, or with ``accept_new`` accepted and appended."""
 
     path: Path
-    changed: bool = False  # the host is listed with another key (set when a key was refused for that reason)
+    changed: str = ""  # the name known_hosts lists the host under with another key (set when that refused a key)
 
     def accept(self, host: Host, addr: str, key, accept_new: bool) -> bool:
         import asyncssh
 
         name = host.host if host.port == 22 else f"[{host.host}]:{host.port}"
         trusted, ca_keys, *_ = asyncssh.match_known_hosts(str(self.path), host.host, addr, host.port)
+        if any(t.public_data == key.public_data for t in trusted):  # recorded since the connection read the file
+            return True  # (another label on the same device, accepted a moment ago)
         if trusted or ca_keys:  # a host listed with another key: a changed key, never accepted
-            self.changed = True
+            self.changed = name if host.port == 22 else f"{name} (or {host.host}: an entry without a port counts " \
+                                                         "for every port)"
             return False
         if not accept_new:
             return False
@@ -270,8 +274,8 @@ class _KnownHosts:
 class _Remote:
     """The commands run on one device, each a POSIX shell line."""
 
-    def __init__(self, conn, options: FleetOptions) -> None:
-        self.conn, self.options = conn, options
+    def __init__(self, conn, options: FleetOptions, deadline: float) -> None:
+        self.conn, self.options, self.deadline = conn, options, deadline
 
     async def sh(self, command: str, what: str) -> str:
         result = await self.conn.run(command, check=False)
@@ -299,14 +303,18 @@ class _Remote:
     async def put(self, local: Path, remote: str) -> None:
         """``local`` to ``remote`` through a temporary name: a copy cut short is never under the final name."""
         partial = f"{remote}.{uuid.uuid4().hex[:12]}.partial"  # two labels on one device do not share it
+        folder, name = remote.rsplit("/", 1)
+        stale = max(2, int(self.options.timeout // 60) + 1)  # older than any run still under way: a dead run's
+        await self.conn.run(f"find {shlex.quote(folder)} -maxdepth 1 -name {shlex.quote(name + '.*.partial')} "
+                            f"-mmin +{stale} -exec rm -f {{}} +", check=False)
         async with self.conn.start_sftp_client() as sftp:
             try:
                 await sftp.put(str(local), partial)
                 await sftp.posix_rename(partial, remote)
             except BaseException:  # a full disk, a cut connection: the partial copy does not stay to fill the disk
                 try:
-                    await asyncio.shield(sftp.remove(partial))
-                except Exception:  # noqa: BLE001 - the connection may be gone; the next put removes old partials
+                    await asyncio.wait_for(sftp.remove(partial), 10)
+                except BaseException:  # noqa: BLE001 - the link may be gone: a later put removes it once stale
                     pass
                 raise
 
@@ -365,7 +373,6 @@ class _Remote:
             say(f"reusing the pack already there ({pack_sha[:12]})")
             return remote
         say(f"copying the pack ({pack.stat().st_size / 1e6:.1f} MB)")
-        await self.conn.run(f"rm -f {q}.*.partial", check=False)  # copies of an earlier run cut short
         await self.put(pack, remote)
         return remote
 
@@ -374,9 +381,11 @@ class _Remote:
 
         out = f"{cache}/results/{label}-{os.getpid()}-{time.time_ns()}.json"
         args = " ".join(shlex.quote(a) for a in (*self.options.run_args, "--label", label, "--json", out))
-        # bounded on the device too: a run this side gave up on (timeout, Ctrl-C) does not go on measuring there
-        bound = f"timeout -k 30 {int(self.options.timeout)} " if (
-            await self.conn.run("command -v timeout", check=False)).exit_status == 0 else ""
+        # bounded on the device too, by the time this host has left: a run this side gave up on (its timeout)
+        # stops there then, not an hour later (GNU, BusyBox and BSD timeout take -k; without one, unbounded)
+        left = max(1, int(self.deadline - time.monotonic()) + 1)
+        bound = f"timeout -k 10 {left} " if (
+            await self.conn.run("timeout -k 1 5 true", check=False)).exit_status == 0 else ""
         result = await self.conn.run(f"{bound}{shlex.quote(venv)}/bin/unet-bench run {shlex.quote(pack)} {args}",
                                      check=False)
         said = (result.stderr or "").strip().splitlines()
@@ -458,8 +467,8 @@ class FleetReport:
         return written
 
     def check(self, all_hosts: bool) -> None:
-        """UserError (exit 2) when ``all_hosts`` and a host did not run; CheckFailed (exit 1) naming the rows over
-        the budget on every host that did."""
+        """UserError (exit 2) when ``all_hosts`` and a host did not run, or when no host ran; CheckFailed (exit 1)
+        naming the rows over the budget on every host that did."""
         from exporter import drift
         from exporter.errors import CheckFailed
 

@@ -463,6 +463,10 @@ def test_drift_picture_leaves_dont_care_pixels_out_of_its_agreements(tmp_path):
     assert counting_all.shown == pytest.approx(1 - 8 / reference.shape[2])
     assert drift_picture(images, reference, [("x.tflite@litert/cpu", maps)], tmp_path / "d.png", labels=labels,
                          ignore_index=255).is_file()
+    with pytest.raises(UserError, match="labels .* do not match the maps"):
+        drift_picture(images, reference, [("x", maps)], tmp_path / "e.png", labels=labels[:, :10], ignore_index=255)
+    counted[0] = False
+    assert picture._artifact_rows([scored], reference[:3], None, counted)[0].titles[0] == "all don't care"
 
 
 def test_write_plots_with_previews(bench, tmp_path, monkeypatch):

@@ -121,7 +121,9 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
         # a pack cut short on b under its final name and a partial one: neither is used, the pack is copied again
         (cached,) = (b.home / ".cache" / "unet-bench" / "packs").glob("*.pack")
         cached.write_bytes(cached.read_bytes()[:100])
-        (cached.parent / f"{cached.name}.999.partial").write_bytes(b"junk")
+        dead = cached.parent / f"{cached.name}.999.partial"  # a copy of a run that died two hours ago
+        dead.write_bytes(b"junk")
+        os.utime(dead, (time.time() - 7200, time.time() - 7200))
         b.start()
         again = subprocess.run([*base, "--host", a.spec("a"), "--host", b.spec("b"), "--all-hosts", "--json",
                                 str(tmp_path / "again.json")], capture_output=True, text=True, timeout=600)
@@ -130,7 +132,7 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
         assert any(s.startswith("reusing the venv") for s in steps["a"])
         assert any(s.startswith("reusing the pack") for s in steps["a"])
         assert any(s.startswith("copying the pack") for s in steps["b"])
-        assert cached.stat().st_size == pack.stat().st_size
+        assert cached.stat().st_size == pack.stat().st_size and not dead.exists()
     finally:
         for device in (a, b):
             if device.proc and device.proc.poll() is None:
@@ -162,6 +164,36 @@ def test_a_device_without_a_package_index_installs_from_the_wheelhouse(exported_
     finally:
         if device.proc and device.proc.poll() is None:
             device.kill()
+
+
+def test_a_changed_host_key_is_refused_and_named_and_a_silent_host_times_out(exported_run, keys, tmp_path):
+    import asyncssh
+
+    from exporter.fleet import FleetOptions, run_fleet
+
+    _, pack = exported_run
+    device = Device(tmp_path / "device", keys)
+    device.start()
+    known = tmp_path / "known_hosts"
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    known.write_text(f"[127.0.0.1]:{device.port} {other}\n")  # recorded before the "device" got a new key
+    try:
+        result = CliRunner().invoke(bench_cli, ["remote", str(pack), "--host", device.spec("moved"), "--wheel",
+                                                str(pack), "--identity", keys["user"], "--known-hosts", str(known),
+                                                "--accept-new-host-keys"])
+    finally:
+        device.kill()
+    assert result.exit_code == 2 and "it CHANGED" in result.output and "ssh-keygen -R" in result.output
+    assert known.read_text() == f"[127.0.0.1]:{device.port} {other}\n"  # never replaced, even when asked to accept
+
+    with socket.socket() as silent:  # accepts the connection, never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        host = Host("silent", "127.0.0.1", "u", silent.getsockname()[1])
+        started = time.monotonic()
+        (outcome,) = run_fleet(pack, [host], pack, FleetOptions(identity=keys["user"], known_hosts=str(known),
+                                                                 connect_timeout=1))
+    assert outcome.reason == f"{host}: no answer within 1s" and time.monotonic() - started < 30
 
 
 def test_an_unreachable_host_is_a_row_and_all_hosts_makes_it_exit_2(exported_run, keys, tmp_path):

@@ -140,7 +140,8 @@ def _artifact_rows(scored: list[_Scored], reference_maps: np.ndarray, eval_frame
             if here is not None:
                 overlay[~here] = IGNORED_GREY
             pictures.append(overlay)
-            titles.append(f"{_pct(_agreement(s.maps[f], reference_maps[f], here))} agree")
+            titles.append("all don't care" if here is not None and not here.any() else
+                          f"{_pct(_agreement(s.maps[f], reference_maps[f], here))} agree")
         lines = ([runtime] if runtime else []) + agreement_lines(k, s.shown, s.table, eval_frames)
         table.append(_DriftRow(artifact, lines, pictures, titles))
     return table
@@ -211,6 +212,8 @@ def drift_picture(images: np.ndarray, reference_maps: np.ndarray, rows: list[tup
     plt = pyplot()
     images, reference_maps = _checked(images, reference_maps, rows, table_agreement)
     k = len(reference_maps)
+    if labels is not None and (np.shape(labels)[1:3] != reference_maps.shape[1:3] or len(labels) < k):
+        raise UserError(f"drift picture: labels {np.shape(labels)} do not match the maps {reference_maps.shape}")
     counted = None
     if labels is not None and ignore_index is not None:
         counted = np.asarray(labels)[:k] != ignore_index
