@@ -11,7 +11,7 @@ from pathlib import Path
 
 from exporter import drift
 from exporter.contracts.bench_json import BenchResult, BenchRow
-from exporter.contracts.export_spec import ExportSpec
+from exporter.contracts.export_spec import HEAD, ExportSpec
 from exporter.contracts.manifest import ArtifactEntry
 from exporter.contracts.rundir import RunDir
 from exporter.drift import Budget
@@ -162,8 +162,8 @@ def _budgets(run: RunDir, options, artifacts: list[ArtifactEntry]) -> list[str]:
         rows.append(_budget_row("trained model: mIoU (held-out)", f"≥ {options.target_miou}", best["val_miou"],
                                 best["val_miou"] >= options.target_miou))
     by_path = {a.path: a for a in artifacts}
-    for label, name in (("int8 TFLite (full integer)", "unet_int8.tflite"),
-                        ("int8 TFLite (float head)", "unet_int8_floathead.tflite")):
+    for label, name in (("int8 TFLite (full integer)", ExportSpec("tflite", "int8").file_name),
+                        ("int8 TFLite (float head)", ExportSpec("tflite", "int8", float_scope=HEAD).file_name)):
         int8 = by_path.get(name)
         if int8 is None or int8.validation is None:
             continue

@@ -81,6 +81,19 @@ def test_the_check_is_kept_beside_the_data_and_redone_when_a_file_changes(good_d
     assert result.exit_code == 0 and "5 usable frames" in result.output, result.output
 
 
+@pytest.mark.parametrize("name", ["../../outside.png", "/etc/hostname", "0003.png"])
+def test_a_stored_check_naming_other_files_is_never_trusted(good_dir, name):
+    """Its fingerprint kept, a frame's file name edited: that file is never opened, the data is checked again."""
+    import json
+
+    index_dataset(good_dir, DataFormat((32, 32), 5))
+    stored = json.loads((good_dir / INDEX_FILE).read_text())
+    stored["frames"][0]["image"] = name
+    (good_dir / INDEX_FILE).write_text(json.dumps(stored))
+    again = index_dataset(good_dir, DataFormat((32, 32), 5))
+    assert not again.reused and again.images[0] == "0000.png"
+
+
 def test_a_read_only_data_folder_is_checked_every_time(good_dir, monkeypatch):
     import tempfile
 

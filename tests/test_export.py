@@ -174,6 +174,25 @@ def test_drift_gate_fails_with_exit_1_and_leaves_nothing(tiny_run, blocks_dir, t
     assert out.is_file() and "wrote" in passed.output
 
 
+def test_a_file_its_runtime_cannot_run_is_one_line_and_not_written(tiny_run, blocks_dir, tmp_path, monkeypatch):
+    from exporter.export import api
+    from exporter.runtimes.base import ModelLoadError
+
+    def cannot(path, runtime, images):
+        raise ModelLoadError("Didn't find op for builtin opcode 'RESIZE_BILINEAR' version '4'\nRegistration failed.")
+
+    monkeypatch.setattr(api, "run_artifact", cannot)
+    out = tmp_path / "out" / "model.tflite"
+    result = CliRunner().invoke(cli, ["tflite", "--model", str(tiny_run / "model.keras"), "--data", str(blocks_dir),
+                                      "--out", str(out), "--validation-samples", "4"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: {tiny_run / 'model.keras'}: model.tflite was converted, but litert cannot run it (Didn't find op "
+        "for builtin opcode 'RESIZE_BILINEAR' version '4'); try another mode, or keep those layers float "
+        "(--float-head, --auto-fallback)")
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
 def _truncated(tmp_path, tiny_run):
     path = tmp_path / "model.keras"
     data = (tiny_run / "model.keras").read_bytes()

@@ -105,7 +105,8 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
         assert known.read_text() == ""  # nothing accepted without asking
 
         first = subprocess.Popen([*base, "--host", a.spec("a"), "--host", b.spec("b"), "--accept-new-host-keys",
-                                  "--json", str(tmp_path / "fleet.json")], stdout=subprocess.PIPE,
+                                  "--json", str(tmp_path / "fleet.json"), "--markdown", str(tmp_path / "fleet.md")],
+                                 stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         for line in first.stdout:  # b is killed while it benches
             if line.startswith("[b] running unet-bench"):
@@ -117,6 +118,9 @@ def test_a_two_device_fleet_with_one_killed_mid_run_then_both_again(exported_run
         assert fleet["a"]["status"] == "ok" and fleet["b"]["status"] == "failed" and fleet["b"]["reason"]
         assert any(r["status"] == "ok" for r in fleet["a"]["result"]["results"])
         assert "failed: b (" in out and len(known.read_text().splitlines()) == 2
+        table = (tmp_path / "fleet.md").read_text()
+        assert f"| a | {a.spec('a').split('=')[1]} | ok |" in table and f"| b | {b.spec('b').split('=')[1]} | failed |" in table
+        assert "Runs: a\n" in table and "| unet_int8_uint8io_argmax.tflite" in table  # the compare table: a alone
 
         # a pack cut short on b under its final name and a partial one: neither is used, the pack is copied again
         (cached,) = (b.home / ".cache" / "unet-bench" / "packs").glob("*.pack")

@@ -386,8 +386,10 @@ def test_fuzz_training_state(tiny_run, blocks_dir, tmp_path):
 # -- regressions the long mode found (UNET_FUZZ_SEED=4242, 90 s a target) ------------------------------------
 
 @pytest.mark.parametrize("path,problem", [
-    ("x" * 300 + ".tflite", "a path component longer than 255 characters"),  # was OSError(36), exit 1, no message
-    ("a/" * 600 + "m.tflite", "a path of 1208 characters"),
+    # trial 366: the fuzzer's own odd value ("x" * 500) as artifacts[0].path was OSError(36), exit 1, no message
+    ("x" * 500, "a path component longer than 255 bytes"),
+    ("é" * 200 + ".tflite", "a path component longer than 255 bytes"),  # 207 characters, 407 bytes: OSError(36)
+    ("a/" * 600 + "m.tflite", "a path of 1208 bytes"),
     ("../outside/unet_fp32.tflite", "climbs out of its folder"),
     ("unet\x00.tflite", "control characters"),
 ])

@@ -126,6 +126,10 @@ def test_palette_masks_an_ignore_value_and_your_own_labels(zoo, tmp_path):
     assert "CARLA" not in meta["description"]
     onnx = CliRunner().invoke(cli, ["onnx", "--model", str(model), *flags, "--quantize", *FAST])
     assert onnx.exit_code == 0, onnx.output
+    import onnx as onnx_lib
+
+    props = {p.key: p.value for p in onnx_lib.load(model.parent / "unet_int8.onnx").metadata_props}
+    assert json.loads(props["labels"]) == list(FIVE_CLASSES) and props["output"].startswith("NHWC logits")
     packed = CliRunner().invoke(cli, ["pack", str(model.parent), *flags, "--out", str(tmp_path / "m.pack"),
                                       "--frames", "4"])
     assert packed.exit_code == 0, packed.output

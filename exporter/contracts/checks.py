@@ -73,24 +73,26 @@ def numbers(value, where: str) -> tuple[float | None, ...] | None:
     return tuple(number(v, f"{where}[{i}]") for i, v in enumerate(items(value, where)))
 
 
-MAX_PATH_CHARS = 1024  # a path read from a file: longer is not a path this toolkit wrote
-MAX_NAME_CHARS = 255  # one component (what file systems allow)
+MAX_PATH_BYTES = 1024  # a path read from a file: longer is not a path this toolkit wrote
+MAX_NAME_BYTES = 255  # one component (what file systems allow)
 
 
 def path(value, where: str, absolute: bool = True) -> str | None:
     """A file path read from one of the toolkit's files, checked before it touches the file system: a string of
-    printable characters, at most MAX_PATH_CHARS long with components of at most MAX_NAME_CHARS, no ``..`` (a
-    relative path stays inside its folder), absolute only where ``absolute`` allows it."""
+    printable characters, at most MAX_PATH_BYTES bytes long with components of at most MAX_NAME_BYTES bytes (as
+    the file system counts them: UTF-8), no ``..`` (a relative path stays inside its folder), absolute only where
+    ``absolute`` allows it."""
     value = text(value, where)
     if value is None:
         return None
-    if not value or len(value) > MAX_PATH_CHARS:
-        raise ContractError(f"{where}: a path of {len(value)} characters (1 to {MAX_PATH_CHARS})")
     if any(not ch.isprintable() for ch in value):
         raise ContractError(f"{where}: the path holds control characters")
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if not value or size > MAX_PATH_BYTES:
+        raise ContractError(f"{where}: a path of {size} bytes (1 to {MAX_PATH_BYTES})")
     parts = value.replace("\\", "/").split("/")
-    if any(len(part) > MAX_NAME_CHARS for part in parts):
-        raise ContractError(f"{where}: a path component longer than {MAX_NAME_CHARS} characters")
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in parts):
+        raise ContractError(f"{where}: a path component longer than {MAX_NAME_BYTES} bytes")
     if ".." in parts:
         raise ContractError(f"{where}: {value[:80]!r} climbs out of its folder ('..')")
     if value.startswith("/") and not absolute:

@@ -117,12 +117,18 @@ def _check_pair(pair, fmt: DataFormat):
     return stem, np.bincount(counted, minlength=fmt.n_classes)[:fmt.n_classes].astype(np.int64), source, mode
 
 
-def _read_cached(path: Path, fingerprint: str, data_dir: Path, fmt: DataFormat) -> DataIndex | None:
+def _read_cached(path: Path, fingerprint: str, data_dir: Path, fmt: DataFormat,
+                 pairs: list[tuple[str, Path, Path]]) -> DataIndex | None:
+    """The stored check, if it is of these files: its fingerprint, and every frame one of the pairs found (a
+    hand-edited name, ``../x`` or another file, is never opened: the data is checked again)."""
+    found = {(stem, image.name, mask.name) for stem, image, mask in pairs}
     try:
         data = json.loads(path.read_text())
         if data.get("version") != INDEX_VERSION or data.get("fingerprint") != fingerprint:
             return None
         frames = data["frames"]
+        if any((f["stem"], f["image"], f["mask"]) not in found for f in frames):
+            return None
         histograms = np.array([f["histogram"] for f in frames], dtype=np.int64).reshape(len(frames), fmt.n_classes)
         return DataIndex(data_dir, fmt, tuple(f["stem"] for f in frames),
                          tuple(f["image"] for f in frames), tuple(f["mask"] for f in frames), histograms,
@@ -152,7 +158,7 @@ def index_dataset(data_dir: str | Path, fmt: DataFormat = CARLA, skip_bad: bool 
     fingerprint = _fingerprint(pairs, fmt, skip_bad, list(skipped))
     index_path = data_dir / INDEX_FILE
     if cache:
-        cached = _read_cached(index_path, fingerprint, data_dir, fmt)
+        cached = _read_cached(index_path, fingerprint, data_dir, fmt, pairs)
         if cached is not None:
             for message in cached.skipped:
                 warn(message)

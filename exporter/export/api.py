@@ -31,7 +31,7 @@ from exporter.export.formats import backend_for, backend_of
 from exporter.export.validate import compare_outputs, run_artifact
 from exporter.fileio import atomic_path, check_writable, read_lines, sha256_file
 from exporter.parameters import CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
-from exporter.runtimes.base import predict_in_batches
+from exporter.runtimes.base import ModelLoadError, predict_in_batches
 from exporter.stdio import CONVERTER_NOISE, filtered_stderr
 
 
@@ -253,7 +253,8 @@ class ExportContext:
         with filtered_stderr(CONVERTER_NOISE):  # the converter's per-model settings lines, not its errors
             try:
                 converted = backend_for(spec.format).convert(self.model, spec, calibration,
-                                                             ModelFacts(self.labels, self.description), name)
+                                                             ModelFacts(self.labels, self.description,
+                                                                        self.output_activation), name)
             except UserError:
                 raise
             except Exception as exc:  # a converter or quantizer that cannot take this model: say what, in a line
@@ -318,8 +319,14 @@ class ExportContext:
 
     def _validate(self, path: Path, name: str, backend: FormatBackend) -> ValidationResult:
         started = time.perf_counter()
-        with filtered_stderr(CONVERTER_NOISE):
-            outputs = run_artifact(path, backend.validating_runtime, self.validation.images)
+        try:
+            with filtered_stderr(CONVERTER_NOISE):
+                outputs = run_artifact(path, backend.validating_runtime, self.validation.images)
+        except (ModelLoadError, RuntimeError, ValueError) as exc:  # converted, but its runtime cannot take it
+            said = next((line.strip() for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
+            raise UserError(f"{self.model_path}: {name} was converted, but {backend.validating_runtime} cannot run "
+                            f"it ({said[:240]}); try another mode, or keep those layers float (--float-head, "
+                            "--auto-fallback)") from None
         result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes,
                                  self.fmt.ignore_index)
         self.log(f"validated {name} on {result.samples} held-out frames in {time.perf_counter() - started:.1f}s")

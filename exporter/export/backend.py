@@ -29,6 +29,7 @@ class ModelFacts:
 
     labels: list[str]
     describe: Callable[[ExportSpec, str, str], str]  # (spec, input dtype, output kind) → description
+    scores: str = "logits"  # what the model's scores are: "logits", or "softmax" probabilities
 
 
 @dataclass(frozen=True)

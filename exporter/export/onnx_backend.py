@@ -39,7 +39,7 @@ class OnnxBackend(FormatBackend):
         from exporter.export.onnx_export import convert_onnx, onnx_metadata
 
         proto = convert_onnx(model, spec, calibration,
-                             onnx_metadata(facts.labels, facts.describe(spec, "float32", "logits")))
+                             onnx_metadata(facts.labels, facts.describe(spec, "float32", "logits"), facts.scores))
         return Converted(lambda path: onnx.save(proto, path), replace(spec, opset=spec.onnx_opset))
 
     def read_layers(self, artifact: Path, layers: list[KerasLayer], images: np.ndarray) -> ArtifactLayers:

@@ -38,13 +38,14 @@ def set_metadata(model, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def onnx_metadata(labels: list[str], description: str) -> dict[str, str]:
-    """Labels, input normalisation and layout, as ``metadata_props`` strings."""
+def onnx_metadata(labels: list[str], description: str, scores: str = "logits") -> dict[str, str]:
+    """Labels, input normalisation and layout, what the output holds, as ``metadata_props`` strings."""
     return {
         "labels": json.dumps(labels),
         "normalization": json.dumps({"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}),
         "input_layout": "NHWC, RGB, float32 = byte / 255",
-        "output": "NHWC logits, argmax over the last axis gives the class id",
+        "output": f"NHWC {'softmax probabilities' if scores == 'softmax' else 'logits'}, argmax over the last "
+                  "axis gives the class id",
         "description": description,
         "producer": "unet-export",
     }
