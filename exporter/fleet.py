@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -131,8 +132,6 @@ def sha256_of(path: Path) -> str:
 def build_wheel(out_dir: str | Path) -> Path:
     """The device side as a wheel built from this checkout, the same bytes for the same files (so the
     device-side cache, keyed by its sha256, is reused); UserError where there is no checkout to build from."""
-    import shutil
-
     root = Path(__file__).resolve().parents[1]
     if not (root / "pyproject.toml").is_file():
         raise UserError(f"{root}: not a checkout of unet-export (no pyproject.toml): give --wheel FILE")
@@ -147,6 +146,31 @@ def build_wheel(out_dir: str | Path) -> Path:
     if done.returncode != 0:
         raise UserError(f"{root}: building the wheel failed ({done.stderr.strip().splitlines()[-1:]})")
     return max(out_dir.glob("unet_export-*.whl"), key=lambda p: p.stat().st_mtime)
+
+
+class HostLines:
+    """Progress as one line per host, redrawn in place on a terminal (``[pi4] installing …``); in a log or a pipe,
+    each message on a line of its own as it comes."""
+
+    def __init__(self, hosts: list[Host], stream=None, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty() if live is None else live
+        self.lines = {host.label: "waiting" for host in hosts}
+        self.drawn = False
+
+    def __call__(self, message: str) -> None:
+        label, _, text = message[1:].partition("] ")
+        if not self.live or not message.startswith("[") or label not in self.lines:
+            print(message, file=self.stream, flush=True)
+            return
+        self.lines[label] = text
+        if self.drawn:
+            self.stream.write(f"\x1b[{len(self.lines)}F")  # back to the first host's line
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        for name, line in self.lines.items():
+            self.stream.write("\x1b[2K" + f"[{name}] {line}"[:width] + "\n")
+        self.stream.flush()
+        self.drawn = True
 
 
 class _Failed(Exception):

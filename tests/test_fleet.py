@@ -211,6 +211,23 @@ def test_an_unreachable_host_is_a_row_and_all_hosts_makes_it_exit_2(exported_run
     assert time.monotonic() - start < 60
 
 
+def test_progress_is_one_line_per_host_on_a_terminal_and_every_message_in_a_log():
+    import io
+
+    from exporter.fleet import HostLines
+
+    hosts = [Host.parse("pi4=pi@10.0.0.7"), Host.parse("pi5=pi@10.0.0.8")]
+    screen = io.StringIO()
+    live = HostLines(hosts, screen, live=True)
+    for message in ("[pi4] connected", "[pi5] connected", "[pi4] running unet-bench", "[pi5] failed: timed out"):
+        live(message)
+    frames = screen.getvalue().split("\x1b[2F")  # each redraw goes back to the first host's line
+    assert len(frames) == 4 and frames[-1] == "\x1b[2K[pi4] running unet-bench\n\x1b[2K[pi5] failed: timed out\n"
+    log = io.StringIO()
+    HostLines(hosts, log, live=False)("[pi4] connected")
+    assert log.getvalue() == "[pi4] connected\n"
+
+
 def test_a_fleet_with_no_measured_row_still_writes_its_report_and_nothing_measured_never_passes(tmp_path):
     from exporter import drift
     from exporter.contracts.bench_json import BenchResult

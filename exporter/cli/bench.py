@@ -206,7 +206,7 @@ def remote(pack, host_specs, hosts_file, extra, python, cache, identity, known_h
     fleet.check_available()
     with tempfile.TemporaryDirectory(prefix="unet-fleet-") as scratch:
         built = Path(wheel) if wheel else fleet.build_wheel(scratch)
-        outcomes = fleet.run_fleet(Path(pack), hosts, built, options, progress=echo)
+        outcomes = fleet.run_fleet(Path(pack), hosts, built, options, progress=fleet.HostLines(hosts))
     report = fleet.FleetReport(tuple(outcomes), drift.Budget(max_miou_drop, min_agreement))
     echo(report.text())
     for written in report.write(json_out, markdown_out):
