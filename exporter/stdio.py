@@ -64,15 +64,19 @@ def held_stderr() -> Iterator[HeldOutput]:
 
 
 @contextlib.contextmanager
-def filtered_stderr(noise: re.Pattern = NOISE) -> Iterator[None]:
+def filtered_stderr(noise: re.Pattern = NOISE, drop_on_error: bool = False) -> Iterator[None]:
     """While inside, what anything (C++ included) writes to fd 2 is held back; on leaving, the lines that do
-    not match ``noise`` are written to stderr."""
-    held = None
+    not match ``noise`` are written to stderr (none when an exception leaves and ``drop_on_error``: its message
+    says what went wrong, in one line)."""
+    held, failed = None, False
     try:
         with held_stderr() as held:
             yield
+    except BaseException:
+        failed = True
+        raise
     finally:
-        text = held.text if held is not None else ""
+        text = held.text if held is not None and not (failed and drop_on_error) else ""
         kept = [line for line in text.splitlines() if line.strip() and not noise.search(line)]
         if kept:
             sys.stderr.write("\n".join(kept) + "\n")

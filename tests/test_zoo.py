@@ -196,6 +196,30 @@ def test_a_model_that_is_not_a_segmenter_is_one_line(tmp_path, blocks_dir, name,
     assert str(path) in result.output and problem in result.output
 
 
+def test_a_layer_the_format_has_no_op_for_is_named_in_one_line_and_the_other_format_takes_it(tmp_path, blocks_dir):
+    """Keras' area resizing is tf.ResizeArea, which LiteRT's built-in ops lack: the converter's pages of MLIR on
+    stderr are not shown, the one line names the op and the layer; ONNX takes the same model."""
+    import subprocess
+    import sys
+
+    def build(k):
+        i = k.Input((32, 32, 3))
+        x = k.layers.Resizing(16, 16, interpolation="area", name="area_pool")(k.layers.Conv2D(4, 3, padding="same")(i))
+        return i, k.layers.Conv2D(23, 1)(k.layers.UpSampling2D()(x))
+
+    path = _saved(tmp_path, "area", build)
+    done = subprocess.run([sys.executable, "-c", "from exporter.cli.main import cli; cli()", "tflite", "--model",
+                           str(path), "--data", str(blocks_dir), "--validation-samples", "4"], capture_output=True,
+                          text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=600)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"error: {path}: TFLite fp32 conversion failed: TFLite has no tf.ResizeArea (layer area_pool); replace that "
+        "layer with one it has, or export the other format"), done.stderr[-3000:]
+    assert not list(path.parent.glob("*.tflite"))
+    onnx = CliRunner().invoke(cli, ["onnx", "--model", str(path), "--data", str(blocks_dir), "--validation-samples",
+                                    "4"])
+    assert onnx.exit_code == 0 and (path.parent / "unet_fp32.onnx").is_file(), onnx.output
+
+
 # -- the whole zoo × every mode: make test-zoo -----------------------------------------------------------------
 
 @full_only

@@ -250,7 +250,8 @@ class ExportContext:
         """(the converted artifact, the calibration frames it used, seconds) — nothing written yet."""
         calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
         started = time.perf_counter()
-        with filtered_stderr(CONVERTER_NOISE):  # the converter's per-model settings lines, not its errors
+        # the converter's per-model settings lines, not its errors; on a failure nothing: the one line says it
+        with filtered_stderr(CONVERTER_NOISE, drop_on_error=True):
             try:
                 converted = backend_for(spec.format).convert(self.model, spec, calibration,
                                                              ModelFacts(self.labels, self.description,
@@ -258,7 +259,8 @@ class ExportContext:
             except UserError:
                 raise
             except Exception as exc:  # a converter or quantizer that cannot take this model: say what, in a line
-                raise UserError(conversion_failure(self.model_path, spec, exc)) from None
+                raise UserError(conversion_failure(self.model_path, spec, exc,
+                                                   {layer.name for layer in self.model.layers})) from None
         for note in converted.notes:
             self.log(f"note: {note}")
         return converted, calibration, time.perf_counter() - started
@@ -333,14 +335,26 @@ class ExportContext:
         return result
 
 
-def conversion_failure(model_path: Path, spec: ExportSpec, exc: BaseException) -> str:
-    """One line for a converter's failure: the ops it names (TensorFlow's ``tf.Op`` names), or its first line."""
+def conversion_failure(model_path: Path, spec: ExportSpec, exc: BaseException,
+                       layer_names: set[str] = frozenset()) -> str:
+    """One line for a converter's failure: the ops it names (TensorFlow's ``tf.Op`` names) and the Keras layers
+    they come from (MLIR's locations: ``model/layer/…/Op@…``; the trace may add ``_1`` to a layer's name), or its
+    first line."""
+    def keras_name(traced: str) -> str:
+        plain = re.sub(r"_\d+$", "", traced)
+        return plain if traced not in layer_names and plain in layer_names else traced
+
     text = str(exc)
-    ops = sorted(set(re.findall(r"\btf\.[A-Za-z0-9_]+", text)) - {"tf.lite"})
+    ops = sorted(set(re.findall(r"\btf\.([A-Z][A-Za-z0-9_]*)", text)))  # ops are CamelCase; tf.entry_function…
+    layers = sorted({keras_name(layer) for op, layer in re.findall(r'fused\["(\w+):", "[^"/]+/([^"/]+)/', text)
+                     if op in ops})
+    head = f"{model_path}: {spec.format.title} {spec.precision_label} conversion failed"
+    if ops:
+        where = f" (layer{'s' if len(layers) > 1 else ''} {', '.join(layers[:4])})" if layers else ""
+        return (f"{head}: {spec.format.title} has no {', '.join('tf.' + op for op in ops[:6])}{where}; replace "
+                f"{'that layer' if len(layers) <= 1 else 'those layers'} with one it has, or export the other format")
     first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
-    what = f"ops it cannot take: {', '.join(ops[:6])}" if ops else first[:240]
-    return (f"{model_path}: {spec.format.title} {spec.precision_label} conversion failed ({what}); try another "
-            f"mode, or keep those layers float (--float-head, --auto-fallback)")
+    return f"{head} ({first[:240]}); try another mode, or keep those layers float (--float-head, --auto-fallback)"
 
 
 def _held_out(frames: DataIndex, config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
