@@ -69,19 +69,27 @@ def read_hosts(path: str | Path) -> list[Host]:
 
     path = Path(path)
     lines = read_lines(path, "hosts file")
-    hosts = [Host.parse(line, f"{path} line {n}") for n, line in enumerate(lines, 1)
-             if line.strip() and not line.strip().startswith("#")]
-    if not hosts:
+    numbered = [(n, Host.parse(line, f"{path} line {n}")) for n, line in enumerate(lines, 1)
+                if line.strip() and not line.strip().startswith("#")]
+    if not numbered:
         raise UserError(f"{path}: no hosts (one label=user@host[:port] a line)")
+    first: dict[str, int] = {}
+    for n, host in numbered:
+        if host.label in first:
+            raise UserError(f"{path} line {n}: the label {host.label!r} is given twice (first on line "
+                            f"{first[host.label]}); name each host (label=user@host)")
+        first[host.label] = n
+    hosts = [host for _, host in numbered]
     return hosts
 
 
-def unique_labels(hosts: list[Host]) -> list[Host]:
-    """The hosts, refused when two share a label (their results would overwrite each other)."""
+def unique_labels(hosts: list[Host], where: str = "--host") -> list[Host]:
+    """The hosts, refused when two share a label (their results would overwrite each other); ``where`` names
+    where they came from."""
     labels = [h.label for h in hosts]
     twice = sorted({label for label in labels if labels.count(label) > 1})
     if twice:
-        raise UserError(f"--host: the label {twice[0]!r} is given twice; name each host (label=user@host)")
+        raise UserError(f"{where}: the label {twice[0]!r} is given twice; name each host (label=user@host)")
     return hosts
 
 

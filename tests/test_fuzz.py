@@ -385,6 +385,18 @@ def test_fuzz_training_state(tiny_run, blocks_dir, tmp_path):
 
 # -- regressions the long mode found (UNET_FUZZ_SEED=4242, 90 s a target) ------------------------------------
 
+def test_a_label_twice_in_a_hosts_file_names_the_file_and_the_line(tmp_path):
+    """Trial 143,156 of seed 4242 (make fuzz, 600 s): 'error: --host: the label 'pi4' is given twice', naming
+    neither the file nor the line. The exact input, regenerated from the seed and the trial number."""
+    hosts, pack = tmp_path / "hosts.txt", tmp_path / "any.pack"
+    pack.write_bytes(b"not read by a dry run")
+    hosts.write_bytes(b"# the lab\npi4=pi@10.0.0.7\npi4=pi@10.0V0.8:2222\njetson=ubuntu@Hetson.local\n")
+    result = CliRunner().invoke(bench_cli, ["remote", str(pack), "--hosts", str(hosts), "--dry-run"])
+    assert result.exit_code == 2 and result.output == (
+        f"error: {hosts} line 3: the label 'pi4' is given twice (first on line 2); name each host "
+        "(label=user@host)\n")
+
+
 @pytest.mark.parametrize("path,problem", [
     # trial 366: the fuzzer's own odd value ("x" * 500) as artifacts[0].path was OSError(36), exit 1, no message
     ("x" * 500, "a path component longer than 255 bytes"),

@@ -183,8 +183,9 @@ def remote(pack, host_specs, hosts_file, extra, python, cache, identity, known_h
     from exporter import fleet
     from exporter.fileio import check_writable
 
-    hosts = fleet.unique_labels([fleet.Host.parse(spec) for spec in host_specs]
-                                + (fleet.read_hosts(hosts_file) if hosts_file else []))
+    given = [fleet.Host.parse(spec) for spec in host_specs]
+    listed = fleet.read_hosts(hosts_file) if hosts_file else []  # its own labels checked there, by line
+    hosts = fleet.unique_labels(given + listed, f"--host and {hosts_file}" if given and listed else "--host")
     if not hosts:
         raise UserError("remote: name the devices with --host LABEL=USER@HOST or --hosts FILE")
     _settings(None, **measure)  # checked here, not once on every device
