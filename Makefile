@@ -32,7 +32,7 @@ test-zoo: $(STAMP)
 
 # unet-bench remote against two SSH "devices" on loopback (asyncssh servers with their own homes): real keys, real
 # wheels into real venvs (from the package index), one device killed mid-run; one device that cannot reach the
-# package index, installed from a wheelhouse. ~6 min on 2 cores; make test runs the rest.
+# package index, installed from a wheelhouse. ~4 min on 2 cores; make test runs the rest.
 test-fleet: $(STAMP)
 	UNET_FLEET=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fleet.py
 

@@ -23,8 +23,8 @@ from exporter.fleet import FleetReport, Host, HostOutcome, read_hosts
 pytestmark = pytest.mark.slow  # builds a wheel, fills two venvs from the package index
 HERE = Path(__file__).parent
 LOOPBACK = os.environ.get("UNET_FLEET") == "1"
-loopback_only = pytest.mark.skipif(not LOOPBACK, reason="two SSH devices on loopback, two venvs from the package "
-                                                         "index (~1.5 min): make test-fleet (UNET_FLEET=1)")
+loopback_only = pytest.mark.skipif(not LOOPBACK, reason="SSH devices on loopback, venvs from the package index or a "
+                                                         "wheelhouse (~4 min): make test-fleet (UNET_FLEET=1)")
 FAST = ["--runtimes", "litert", "--warmup", "0", "--min-runs", "1", "--min-seconds", "0", "--threads", "1"]
 
 
