@@ -15,7 +15,6 @@ SSH through asyncssh (imported inside the functions: ``pip install 'unet-export[
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from pathlib import Path
 from exporter.contracts.bench_json import BenchResult
 from exporter.contracts.checks import ContractError
 from exporter.errors import UserError
+from exporter.fileio import sha256_file
 
 PYTHONS = ((3, 10), (3, 13))  # the device side's range (pyproject.toml)
 HOST_SPEC = re.compile(r"^(?:(?P<label>[A-Za-z0-9][A-Za-z0-9_.-]{0,40})=)?(?:(?P<user>[A-Za-z0-9_.-]+)@)?"
@@ -129,14 +129,6 @@ class HostOutcome:
                 "result": self.result.to_dict() if self.result else None}
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_wheel(out_dir: str | Path) -> Path:
     """The device side as a wheel built from this checkout, the same bytes for the same files (so the
     device-side cache, keyed by its sha256, is reused); UserError where there is no checkout to build from."""
@@ -189,7 +181,7 @@ def run_fleet(pack: Path, hosts: list[Host], wheel: Path, options: FleetOptions,
               progress: Callable[[str], None] | None = None) -> list[HostOutcome]:
     """Benchmark ``pack`` on every host at once; an outcome per host, in the order given."""
     progress = progress or (lambda message: None)
-    pack_sha, wheel_sha = sha256_of(pack), sha256_of(wheel)
+    pack_sha, wheel_sha = sha256_file(pack), sha256_file(wheel)
 
     async def everyone() -> list[HostOutcome]:
         return list(await asyncio.gather(*(_host(h, pack, pack_sha, wheel, wheel_sha, options, progress)

@@ -325,9 +325,8 @@ class ExportContext:
             with filtered_stderr(CONVERTER_NOISE):
                 outputs = run_artifact(path, backend.validating_runtime, self.validation.images)
         except (ModelLoadError, RuntimeError, ValueError) as exc:  # converted, but its runtime cannot take it
-            said = next((line.strip() for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
             raise UserError(f"{self.model_path}: {name} was converted, but {backend.validating_runtime} cannot run "
-                            f"it ({said[:240]}); try another mode, or keep those layers float (--float-head, "
+                            f"it ({_first_line(exc)[:240]}); try another mode, or keep those layers float (--float-head, "
                             "--auto-fallback)") from None
         result = compare_outputs(outputs, self.reference_logits, self.validation.masks, self.n_classes,
                                  self.fmt.ignore_index)
@@ -353,8 +352,12 @@ def conversion_failure(model_path: Path, spec: ExportSpec, exc: BaseException,
         where = f" (layer{'s' if len(layers) > 1 else ''} {', '.join(layers[:4])})" if layers else ""
         return (f"{head}: {spec.format.title} has no {', '.join('tf.' + op for op in ops[:6])}{where}; replace "
                 f"{'that layer' if len(layers) <= 1 else 'those layers'} with one it has, or export the other format")
-    first = next((line.strip() for line in text.splitlines() if line.strip()), exc.__class__.__name__)
-    return f"{head} ({first[:240]}); try another mode, or keep those layers float (--float-head, --auto-fallback)"
+    return f"{head} ({_first_line(exc)[:240]}); try another mode, or keep those layers float (--float-head, --auto-fallback)"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its class name if none)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), exc.__class__.__name__)
 
 
 def _held_out(frames: DataIndex, config: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:

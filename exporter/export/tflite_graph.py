@@ -165,7 +165,8 @@ def check_float_positions(layers: list[KerasLayer], model_bytes: bytes, named: s
         check_shapes(layers, [every_op[i].out.shape[1:] for i in compute_at], "the selectively quantized model")
         wanted = {compute_at[i] for i in named}
     if head:  # the head and every weighted op after it (float_tensors keeps them all float: an FCN's upsampling)
-        wanted |= {i for i in weighted if i >= _head_at(every_op)}
+        head_at = _head_at(every_op)
+        wanted |= {i for i in weighted if i >= head_at}
     wrong = [f"{every_op[i].op} #{n}" for n, i in enumerate(weighted)
              if (every_op[i].out.dtype == "float32") != (i in wanted)]
     if wrong:

@@ -13,6 +13,7 @@ import numpy as np
 from exporter.classes import colorize
 from exporter.errors import UserError
 from exporter.figures.common import FONT, SCREEN_DPI, distinct_labels, pyplot, save_png, shorten_middle
+from exporter.metrics import agreement
 
 MAX_DRIFT_ARTIFACTS = 6
 MAX_DRIFT_FRAMES = 3
@@ -97,9 +98,9 @@ def _checked(images: np.ndarray, reference_maps: np.ndarray, rows: list[tuple[st
 
 
 def _agreement(maps: np.ndarray, reference_maps: np.ndarray, counted: np.ndarray | None) -> float:
-    """The share of counted pixels (all, or those not labelled "don't care") whose class is the reference's."""
-    same = maps == reference_maps
-    return float(np.mean(same if counted is None else same[counted])) if counted is None or counted.any() else 1.0
+    """``metrics.agreement`` over the counted pixels; 1.0 where none is counted (all "don't care")."""
+    share = agreement(maps, reference_maps, counted)
+    return 1.0 if np.isnan(share) else share
 
 
 def _chosen(rows: list[tuple[str, np.ndarray]], reference_maps: np.ndarray,
