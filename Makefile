@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 test-zoo test-fleet test-distributed fuzz demo lint clean
+.PHONY: setup test test-avx2 test-arm64 test-zoo test-fleet test-distributed fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ test: $(STAMP)
 test-avx2: $(STAMP)
 	@command -v qemu-x86_64 >/dev/null || { echo "test-avx2 needs qemu-user: apt-get install qemu-user" >&2; exit 2; }
 	qemu-x86_64 -cpu EPYC-Milan $(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The device side on emulated Arm CPUs (Cortex-A72, Neoverse-N1, Neoverse-V1) in a Debian 12 arm64 root, made once
+# and cached in artifacts/arm64/root (benchmarks/arm/root.sh: debootstrap, qemu-user 10 from bookworm-backports
+# registered with binfmt_misc, the device side from a wheel of this checkout). Needs root privileges and
+#   apt-get install -t bookworm-backports qemu-user-static debootstrap
+# ~15 min on 2 cores after the root is built (~10 min once).
+test-arm64: $(STAMP)
+	benchmarks/arm/root.sh
+	UNET_ARM64=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_arm64.py
 
 # Every model of the zoo (tests/zoo.py: the seed U-Net, BatchNorm, bilinear upsampling, MobileNet-style, 64x64 with 5
 # classes and palette masks, softmax output) through every export mode, quant-report, --auto-fallback, pack and

@@ -174,10 +174,11 @@ BEYOND_EXPORT_FACTOR = 3.0   # a row disagreeing with Keras this many times more
 BEYOND_EXPORT_POINTS = 0.01  # ...and by at least this much more, is flagged
 
 
-def beyond_export(row: BenchRow, rows: Sequence[BenchRow] = (), int8_dot_product: str | None = None) -> str | None:
+def beyond_export(row: BenchRow, rows: Sequence[BenchRow] = (), cpu: str | None = None) -> str | None:
     """A note when ``row`` drifts far beyond the export-time validation of the same file: then the runtime's
     kernels on this CPU are the cause, not the model (an int8 file that agreed 98.6% at export and 95% here).
-    ``rows``: the run's other rows, to name a runtime that runs the same file as exported."""
+    ``rows``: the run's other rows, to name a runtime that runs the same file as exported; ``cpu``: the CPU and
+    its int8 dot product ('Cortex-A72, neon int8 dot product'), named as the cause."""
     agreement = row.score("agreement_vs_reference")
     if not row.ok or row.export_agreement is None or agreement is None:
         return None
@@ -186,7 +187,7 @@ def beyond_export(row: BenchRow, rows: Sequence[BenchRow] = (), int8_dot_product
         return None
     fine = [r for r in rows if r.artifact == row.artifact and r.ok and r.runtime != row.runtime
             and beyond_export(r) is None and r.score("agreement_vs_reference") is not None]
-    where = f" ({int8_dot_product} int8 dot product)" if int8_dot_product else ""
+    where = f" ({cpu})" if cpu else ""
     note = (f"{row.artifact} on {row.runtime}/{row.device}: pixel agreement {agreement:.2%} here against "
             f"{row.export_agreement:.2%} when the file was exported: this runtime's kernels on this CPU{where}, "
             "not the model")

@@ -332,6 +332,7 @@ def test_int8_dot_product_follows_cpuid_not_an_emulators_cpuinfo(monkeypatch):
     from exporter.bench import environment
 
     def cpu(features: dict, cpuinfo_flags: list[str]) -> str:
+        monkeypatch.setattr(environment, "is_arm", lambda: False)  # CPUID's rules (Arm's: test_arm_cpu.py)
         monkeypatch.setattr(environment, "cpu_features", lambda: features)
         monkeypatch.setattr(environment, "_cpuinfo", lambda every_flag=False: ("cpu", cpuinfo_flags))
         return environment.int8_dot_product()
@@ -345,7 +346,7 @@ def test_int8_dot_product_follows_cpuid_not_an_emulators_cpuinfo(monkeypatch):
     assert cpu({"ASIMD": True, "ASIMDDP": True}, ["asimd", "asimddp"]) == "dotprod"
     assert cpu({}, []) == "unknown"
     monkeypatch.undo()
-    assert environment.describe()["int8_dot_product"] in ("vnni", "vpmaddubsw", "dotprod", "neon", "unknown")
+    assert environment.describe()["int8_dot_product"] in ("vnni", "vpmaddubsw", "i8mm", "dotprod", "neon", "unknown")
 
 
 def test_gate_exits_1_naming_the_rows_outside_the_budget(exported_run, tmp_path):

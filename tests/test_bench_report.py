@@ -539,13 +539,15 @@ def test_drift_far_beyond_the_export_validation_is_flagged(bench):
     rows = list(result.rows)
     flagged = [r for r in rows if beyond_export(r, rows)]
     assert [(r.artifact, r.runtime) for r in flagged] == [("unet_int8.onnx", "onnxruntime")]
-    note = beyond_export(flagged[0], rows, "vpmaddubsw")
+    note = beyond_export(flagged[0], rows, "vpmaddubsw int8 dot product")
     assert "95.10% here against 98.60% when the file was exported" in note
     assert "(vpmaddubsw int8 dot product), not the model; the same file on openvino: 98.50%" in note
     assert "drift: unet_int8.onnx on onnxruntime/cpu" in tables.terminal_table(rows)
-    bench["environment"]["int8_dot_product"] = "vpmaddubsw"
+    bench["environment"].update(int8_dot_product="vpmaddubsw", cpu="AMD EPYC 7B13")
     markdown = tables.to_markdown(_result(bench))
-    assert "## Drift beyond the export-time validation" in markdown and "vpmaddubsw" in markdown
+    assert "## Drift beyond the export-time validation" in markdown
+    assert "on this CPU (AMD EPYC 7B13, vpmaddubsw int8 dot product)" in markdown
+    assert "on this CPU (AMD EPYC 7B13" in tables.terminal_table(rows, environment=bench["environment"])
     # the export agreement survives the JSON and the CSV
     again = BenchResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert [r.export_agreement for r in again.rows][-2:] == [0.986, 0.986]

@@ -59,6 +59,9 @@ def test_registry_names_formats_and_unknown_names():
     with pytest.raises(ValueError, match="known: keras, litert, onnxruntime, openvino"):
         get_runtime("tensorrt")
     for name, cls in RUNTIMES.items():
+        if name == "keras" and os.environ.get("UNET_DEVICE_SIDE"):  # a device (make test-arm64) has no Keras
+            assert cls.available() == "keras is not installed"
+            continue
         assert cls.available() is None, name  # everything is installed in the dev environment
         runtime = get_runtime(name)
         assert runtime.name == name and runtime.version() not in ("", "unknown")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exporter.bench.tables import fmt_ms, fmt_num
+from exporter.bench.tables import fmt_ms, fmt_num, is_emulated
 from exporter.contracts.bench_json import BenchResult, BenchRow
 from exporter.errors import UserError
 from exporter.text_table import align
@@ -46,6 +46,7 @@ class Comparison:
     baseline_ms: float                        # per frame
     ratios: dict[tuple[str, tuple], float] = field(default_factory=dict)  # (label, key) → ms/frame ÷ baseline's
     unpaired: dict[str, list[tuple]] = field(default_factory=dict)        # label → keys only that run measured ok
+    emulated: set[str] = field(default_factory=set)  # runs under user-mode emulation: accuracy only, no latency
 
     @property
     def baseline_key(self) -> tuple[str, str, str]:
@@ -90,9 +91,10 @@ def _fastest(rows: list[BenchRow]) -> BenchRow | None:
     return min(measured, key=per_frame_ms) if measured else None
 
 
-def _find_baseline(baseline: str | None, labels: list[str], by_run: dict, keys: list[tuple]) -> tuple[str, BenchRow]:
-    if baseline is None:
-        for label in labels:  # the first measured key of the first run with any ok row
+def _find_baseline(baseline: str | None, labels: list[str], by_run: dict, keys: list[tuple],
+                   emulated: set[str] = frozenset()) -> tuple[str, BenchRow]:
+    if baseline is None:  # the first measured key of the first run with any ok row, a measured run before an emulated
+        for label in sorted(labels, key=lambda label: label in emulated):
             for key in keys:
                 row = _fastest(by_run[label].get(key, []))
                 if row is not None:
@@ -143,7 +145,8 @@ def comparison(benches: list[tuple[str, BenchResult]], baseline: str | None = No
                 keys.append(key)
             rows_by_key.setdefault(key, []).append(row)
         by_run[label] = rows_by_key
-    base_label, base_row = _find_baseline(baseline, labels, by_run, keys)
+    emulated = {label for label, (_, bench) in zip(labels, benches, strict=True) if is_emulated(bench.environment)}
+    base_label, base_row = _find_baseline(baseline, labels, by_run, keys, emulated)
     base_ms = per_frame_ms(base_row)
     cells: dict[tuple[str, tuple], BenchRow] = {}
     configs: dict[tuple[str, tuple], int] = {}
@@ -152,10 +155,10 @@ def comparison(benches: list[tuple[str, BenchResult]], baseline: str | None = No
             chosen = base_row if (label, key) == (base_label, key_of(base_row)) else _fastest(rows)
             cells[(label, key)] = chosen or rows[0]  # no ok row: show the first row's status
             configs[(label, key)] = sum(1 for r in rows if per_frame_ms(r) is not None)
-    result = Comparison(labels, keys, cells, configs, base_label, base_row, base_ms)
+    result = Comparison(labels, keys, cells, configs, base_label, base_row, base_ms, emulated=emulated)
     for (label, key), row in cells.items():
         ms = per_frame_ms(row)
-        if ms is not None and base_ms > 0:
+        if ms is not None and base_ms > 0 and label not in emulated and base_label not in emulated:
             result.ratios[(label, key)] = ms / base_ms
     if len(labels) > 1:
         measured = {label: {k for k in keys if configs.get((label, k))} for label in labels}
@@ -186,16 +189,18 @@ def render(result: Comparison) -> str:
                 config = config_text(row)
                 if result.configs.get((label, key), 0) > 1:
                     config += f" (best of {result.configs[(label, key)]})"
-                cells += [fmt_ms(per_frame_ms(row)), config, fmt_num(row.score("miou"), 4),
-                          fmt_ratio(result.ratios.get((label, key)))]
+                ms = "emulated" if label in result.emulated else fmt_ms(per_frame_ms(row))
+                cells += [ms, config, fmt_num(row.score("miou"), 4), fmt_ratio(result.ratios.get((label, key)))]
         rows.append(cells)
     base = result.baseline_row
     intro = [
         f"Runs: {', '.join(result.labels)}",
         f"Baseline: {short_key(key_of(base))} ({config_text(base)}) in run '{result.baseline_label}' "
-        f"({fmt_ms(result.baseline_ms)} ms/frame).",
+        f"({'emulated' if result.baseline_label in result.emulated else fmt_ms(result.baseline_ms) + ' ms/frame'}).",
         "Rows pair by artifact × runtime × device; each run shows its fastest threads × batch per frame "
         "(ms/frame = p50 of a call ÷ batch size); vs baseline < 1 is faster.",
+        *([f"Emulated (no latency: the emulator's time describes no device): {', '.join(sorted(result.emulated))}."]
+          if result.emulated else []),
         "",
     ]
     outro = []

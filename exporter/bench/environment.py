@@ -5,28 +5,84 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import threading
 from pathlib import Path
 
 from exporter.runtimes.base import distribution_version
 
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
-                     "amx_bf16", "amx_int8", "asimd", "asimddp", "sve", "neon")
+                     "amx_bf16", "amx_int8", "asimd", "asimdhp", "asimddp", "asimdfhm", "sve", "sve2", "i8mm",
+                     "svei8mm", "bf16", "svebf16", "neon")
+ARM_MACHINES = ("aarch64", "arm64")
+
+
+def _cpuinfo_text() -> str:
+    try:
+        with open("/proc/cpuinfo", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
     model, flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware", "cpu model") and value.strip():
-                    model = value.strip()
-                elif key in ("flags", "features") and not flags:
-                    flags = value.split()
-    except OSError:
-        pass
+    for line in _cpuinfo_text().splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "cpu model") and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = value.split()
     return model, sorted(f for f in flags if every_flag or f in INTERESTING_FLAGS)
+
+
+def is_arm() -> bool:
+    return platform.machine().lower() in ARM_MACHINES
+
+
+ARCH_FAMILIES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _real_executable() -> str:
+    """The program the kernel runs for this thread. qemu-user answers /proc/self/exe with the emulated program,
+    but not the thread's own entry, which names the emulator (qemu-aarch64); '' where it cannot be read."""
+    try:
+        return os.readlink(f"/proc/self/task/{threading.get_native_id()}/exe")
+    except OSError:
+        return ""
+
+
+def emulation() -> str | None:
+    """Why this process looks emulated (user-mode, as qemu-user runs it), or None.
+
+    Under user-mode emulation the kernel is the host's: its architecture (``/proc/sys/kernel/arch``, Linux 6.1+)
+    is not this process's, the thread's real executable is the emulator, and ``/proc/cpuinfo`` is the host's
+    (qemu 7) or one qemu writes (qemu 8+). Latency measured so says nothing about the emulated CPU.
+    """
+    exe = _real_executable()
+    if "qemu" in Path(exe).name:
+        return f"user-mode emulation: this process runs under {Path(exe).name} ({exe})"
+    machine = ARCH_FAMILIES.get(platform.machine().lower())
+    kernel = ARCH_FAMILIES.get(_read("/proc/sys/kernel/arch").lower())
+    if machine and kernel and machine != kernel:
+        return f"user-mode emulation: {machine} code under an {kernel} kernel"
+    text = _cpuinfo_text()
+    x86_file = any(line.split(":")[0].strip() == "vendor_id" for line in text.splitlines())
+    if machine == "aarch64" and x86_file:
+        return "user-mode emulation: aarch64 code under an x86_64 kernel (/proc/cpuinfo is the host's)"
+    if machine == "x86_64" and x86_file:
+        features = cpu_features()
+        if features and not _trusted_cpuinfo_flags(features):
+            return "user-mode emulation: the CPUID this process sees is not the host's (/proc/cpuinfo)"
+    return None
 
 
 def cpu_features() -> dict[str, bool]:
@@ -58,8 +114,14 @@ def int8_dot_product() -> str:
     ``vnni``: x86 with AVX512-VNNI or AVX-VNNI (VPDPBUSD accumulates u8×s8 straight into 32 bits). ``vpmaddubsw``: x86
     without it; OpenVINO's and ONNX Runtime's u8×s8 kernels then add pairs of products in 16 bits, which
     saturate, so the same int8 file drifts further from float there than on a VNNI machine (LiteRT's
-    kernels avoid this). ``dotprod``/``neon``: Arm. ``unknown``: anything else.
+    kernels avoid this). Arm, from the auxiliary vector: ``i8mm`` (SMMLA), ``dotprod`` (SDOT/UDOT), ``neon``
+    (neither: a Pi 4's Cortex-A72). ``unknown``: anything else.
     """
+    if is_arm():
+        from exporter.bench.arm_cpu import auxv_hwcaps, hwcap_names
+        from exporter.bench.arm_cpu import int8_dot_product as arm_dot
+
+        return arm_dot(hwcap_names(*(auxv_hwcaps() or (0, 0))))
     features = cpu_features()
     if features.get("AVX512VNNI"):
         return "vnni"
@@ -99,13 +161,29 @@ def runtime_versions() -> dict[str, str]:
     return {key: version for key, names in packages.items() if (version := distribution_version(*names))}
 
 
+def cpu_description() -> dict:
+    """cpu (model), cpu_flags, int8_dot_product, and on Arm the MIDR(s) the model was named from.
+
+    x86: /proc/cpuinfo's model name and flags (CPUID decides the int8 dot product). Arm: the MIDR and the
+    auxiliary vector (``exporter.bench.arm_cpu``), never an emulating host's /proc/cpuinfo.
+    """
+    if not is_arm():
+        cpu, flags = _cpuinfo()
+        return {"cpu": cpu, "cpu_flags": flags, "int8_dot_product": int8_dot_product()}
+    from exporter.bench.arm_cpu import describe_arm
+
+    arm = describe_arm(_cpuinfo_text())  # an emulating x86 host's file has no 'CPU part': the MIDR is read then
+    return {"cpu": arm["model"] or "Arm (model not reported)",
+            "cpu_flags": sorted(f for f in arm["features"] if f in INTERESTING_FLAGS),
+            "int8_dot_product": arm["int8_dot_product"], "midr": arm["midr"], "cpu_source": arm["model_source"]}
+
+
 def describe(label: str | None = None) -> dict:
     """The environment block of a bench result."""
-    cpu, flags = _cpuinfo()
+    why_emulated = emulation()
     env = {
-        "cpu": cpu,
-        "cpu_flags": flags,
-        "int8_dot_product": int8_dot_product(),
+        **cpu_description(),
+        "emulated": why_emulated is not None,
         "cores": os.cpu_count(),
         "gpus": gpus(),
         "os": f"{platform.system()} {platform.release()}",
@@ -115,6 +193,8 @@ def describe(label: str | None = None) -> dict:
         "runtime_versions": runtime_versions(),
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if why_emulated:
+        env["emulation"] = why_emulated
     if label:
         env["label"] = label
     return env

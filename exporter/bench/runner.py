@@ -101,8 +101,8 @@ def run_bench(target: BenchTarget, work_dir: str | Path, settings: BenchSettings
     for runtime, missing in missing_runtimes.items():
         if missing:  # one line per runtime not installed here, not one per artifact
             count = sum(1 for job in jobs if job[1] == runtime) * len(settings.batch_sizes)
-            progress(f"{runtime}: {missing}, skipping its {count} row{'s' if count != 1 else ''} "
-                     f"({RUNTIMES[runtime].install_hint()} to bench it)")
+            hint = f" ({RUNTIMES[runtime].install_hint()} to bench it)" if missing.endswith("not installed") else ""
+            progress(f"{runtime}: {missing}, skipping its {count} row{'s' if count != 1 else ''}{hint}")
     for number, (artifact, runtime, device, n_threads) in enumerate(jobs, 1):
         where = f"[{number}/{len(jobs)}] {artifact.name} on {runtime}/{device}" + (
             f" threads={n_threads}" if n_threads else "")

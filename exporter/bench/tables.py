@@ -113,12 +113,22 @@ def skipped_lines(rows: list[BenchRow], width: int | None = REASON_WIDTH * 2) ->
             for where, reason, n in skipped_groups(rows)]
 
 
-def _measured_table(rows: list[BenchRow], verdicts: list | None, markdown: bool) -> str:
+LATENCY_HEADERS = ("p50 ms", "p90 ms", "fps")
+
+
+def is_emulated(environment) -> bool:
+    """Whether a bench ran under user-mode emulation (``environment.emulated``): its times are the emulator's."""
+    return bool((environment or {}).get("emulated"))
+
+
+def _measured_table(rows: list[BenchRow], verdicts: list | None, markdown: bool, emulated: bool = False) -> str:
     """The rows that ran or failed (skipped ones are said once per group elsewhere), with the budget columns
-    when ``verdicts`` are given; the status cell holds the reason in a terminal, the status alone in Markdown."""
+    when ``verdicts`` are given; the status cell holds the reason in a terminal, the status alone in Markdown.
+    ``emulated``: the latency columns are left out (an emulator's milliseconds describe no device)."""
     headers, right = list(TABLE_HEADERS), set(TABLE_RIGHT)
     if verdicts is not None:
         headers, right = [*headers[:-1], "mIoU drop", "budget", headers[-1]], {*right, "mIoU drop"}
+    keep = [i for i, h in enumerate(headers) if not (emulated and h in LATENCY_HEADERS)]
     body = []
     for i, r in enumerate(rows):
         if r.status == "skipped":
@@ -126,19 +136,40 @@ def _measured_table(rows: list[BenchRow], verdicts: list | None, markdown: bool)
         cells = table_cells(r)
         if markdown:
             cells[-1] = r.status  # reasons go to the list below the table, in full
-        body.append(cells if verdicts is None else [*cells[:-1], *budget_cells(verdicts[i]), cells[-1]])
+        cells = cells if verdicts is None else [*cells[:-1], *budget_cells(verdicts[i]), cells[-1]]
+        body.append([cells[k] for k in keep])
+    headers = [headers[k] for k in keep]
     return align(headers, body, right, markdown=markdown) if body else "(no rows measured)"
 
 
-def terminal_table(rows: list[BenchRow], verdicts: list | None = None) -> str:
+def terminal_table(rows: list[BenchRow], verdicts: list | None = None, environment=None) -> str:
     """One aligned line per measured or failed row (after a header and a rule); '-' where a value is missing.
 
     Skipped rows follow as one line per runtime/device and reason. ``verdicts`` (``drift.judge``, one per row)
-    adds the mIoU drop and budget columns.
+    adds the mIoU drop and budget columns. ``environment`` (the bench's): an emulated run shows no latency, and
+    drift notes name the CPU.
     """
-    return "\n".join([_measured_table(rows, verdicts, markdown=False), *skipped_lines(rows),
+    emulated = is_emulated(environment)
+    return "\n".join([_measured_table(rows, verdicts, markdown=False, emulated=emulated), *skipped_lines(rows),
                       *(f"gpu: {line}" for line in device_lines(rows)),
-                      *(f"drift: {note}" for note in drift_notes(rows))])
+                      *(f"drift: {note}" for note in drift_notes(rows, cpu_text(environment))),
+                      *([f"emulated: {emulation_text(environment)}"] if emulated else [])])
+
+
+def cpu_text(environment) -> str | None:
+    """'Cortex-A72, neon int8 dot product': what a drift note names as the cause's CPU (None if unknown)."""
+    env = environment or {}
+    dot = env.get("int8_dot_product")
+    if not dot:
+        return None
+    cpu = env.get("cpu")
+    return f"{cpu}, {dot} int8 dot product" if cpu else f"{dot} int8 dot product"
+
+
+def emulation_text(environment) -> str:
+    env = environment or {}
+    return (f"{env.get('emulation') or 'user-mode emulation'}; latency not shown (it is the emulator's); "
+            "accuracy is the emulated CPU's kernels'")
 
 
 def device_lines(rows: list[BenchRow]) -> list[str]:
@@ -160,9 +191,10 @@ def device_lines(rows: list[BenchRow]) -> list[str]:
     return lines
 
 
-def drift_notes(rows: list[BenchRow], int8_dot_product: str | None = None) -> list[str]:
-    """One line for each row whose drift is far beyond the export-time validation of the same file."""
-    return [note for r in rows if (note := beyond_export(r, rows, int8_dot_product))]
+def drift_notes(rows: list[BenchRow], cpu: str | None = None) -> list[str]:
+    """One line for each row whose drift is far beyond the export-time validation of the same file; ``cpu``
+    (``cpu_text``) names the CPU and its int8 dot product as the likely cause."""
+    return [note for r in rows if (note := beyond_export(r, rows, cpu))]
 
 
 def _csv_value(value) -> str | int | float:
@@ -213,6 +245,8 @@ def environment_lines(environment) -> list[str]:
     flags = env.get("cpu_flags") or []
     if flags:
         lines.append(f"- CPU flags: {shorten(' '.join(map(str, flags)), 120)}")
+    if is_emulated(env):
+        lines.append(f"- emulated: {emulation_text(env)}")
     versions = env.get("runtime_versions") or {}
     if versions:
         lines.append("- runtimes: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
@@ -233,11 +267,11 @@ def to_markdown(bench: BenchResult, title: str = "unet-bench results", verdicts:
     elif reference.miou is not None:
         parts.append(f"- reference (mIoU drop is measured against): {reference.source}: mIoU {reference.miou:.4f}")
     parts += ["", "## Results", ""]
-    parts.append(_measured_table(rows, verdicts, markdown=True))
+    parts.append(_measured_table(rows, verdicts, markdown=True, emulated=is_emulated(bench.environment)))
     on_gpu = device_lines(rows)
     if on_gpu:
         parts += ["", "## What ran on the GPU", ""] + [f"- {line}" for line in on_gpu]
-    notes = drift_notes(rows, (bench.environment or {}).get("int8_dot_product"))
+    notes = drift_notes(rows, cpu_text(bench.environment))
     if notes:
         parts += ["", "## Drift beyond the export-time validation", ""] + [f"- {note}" for note in notes]
     failed = [r for r in rows if r.status == "failed"]

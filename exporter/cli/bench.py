@@ -128,7 +128,7 @@ def run(target, label, json_out, csv_out, markdown_out, plots_dir, work_dir, max
         bench_target = open_run_dir(path, warn=warn) if path.is_dir() else open_pack(path, Path(work_dir) / "pack")
         bench = run_bench(bench_target, work_dir, settings, progress=echo)
         verdicts = drift.judge(bench, budget) if budget.is_set else None
-        echo(terminal_table(list(bench.rows), verdicts))
+        echo(terminal_table(list(bench.rows), verdicts, bench.environment))
         for written in write_reports(bench, json_out, csv_out, markdown_out, verdicts=verdicts):
             echo(f"wrote {written}")
         if plots_dir:

@@ -20,6 +20,7 @@ OpenVINO's runtime writes no telemetry; its Python tools may (under ``$HOME``), 
 
 from __future__ import annotations
 
+import platform
 import struct
 from pathlib import Path
 
@@ -134,6 +135,17 @@ class OpenVINORuntime(Runtime):
     distributions = ("openvino",)
     order = 40
     PRECISION_HINT = "f32"  # see the module docstring: never let the CPU plugin silently run bf16
+    SYSFS_CPU = Path("/sys/devices/system/cpu")
+
+    @classmethod
+    def available(cls) -> str | None:
+        """Also None only where OpenVINO's CPU plugin can run: on aarch64 it dies with SIGSEGV when sysfs is not
+        mounted (a chroot or a bare container; seen with OpenVINO 2026.4 under qemu-user), x86 runs without it."""
+        missing = super().available()
+        if missing is None and platform.machine().lower() in ("aarch64", "arm64") and not cls.SYSFS_CPU.is_dir():
+            return (f"OpenVINO's CPU plugin crashes on aarch64 without {cls.SYSFS_CPU} (sysfs is not mounted here: "
+                    "mount -t sysfs sysfs /sys)")
+        return missing
 
     def __init__(self) -> None:
         super().__init__()
