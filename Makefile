@@ -28,10 +28,13 @@ test-avx2: $(STAMP)
 # and cached in artifacts/arm64/root (benchmarks/arm/root.sh: debootstrap, qemu-user 10 from bookworm-backports
 # registered with binfmt_misc, the device side from a wheel of this checkout). Needs root privileges and
 #   apt-get install -t bookworm-backports qemu-user-static debootstrap
-# ~15 min on 2 cores after the root is built (~10 min once).
+# ~17 min on 2 cores after the root is built (~10 min once). Debian 13 (CPython 3.13) instead:
+#   make test-arm64 SUITE=trixie ARM64_ROOT=artifacts/arm64/trixie
+ARM64_ROOT ?= artifacts/arm64/root
+SUITE ?= bookworm
 test-arm64: $(STAMP)
-	benchmarks/arm/root.sh
-	UNET_ARM64=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_arm64.py
+	SUITE=$(SUITE) benchmarks/arm/root.sh $(ARM64_ROOT)
+	ARM64_ROOT=$(abspath $(ARM64_ROOT)) UNET_ARM64=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_arm64.py
 
 # Every model of the zoo (tests/zoo.py: the seed U-Net, BatchNorm, bilinear upsampling, MobileNet-style, 64x64 with 5
 # classes and palette masks, softmax output) through every export mode, quant-report, --auto-fallback, pack and

@@ -82,9 +82,10 @@ def _agreements(bench: dict) -> dict[tuple[str, str], float]:
 @pytest.mark.parametrize("cpu", CPUS)
 def test_device_side_tests_pass_on_an_emulated(cpu, arm_pack):
     done = in_root(cpu, "/bin/sh", "-c", "cd /tmp/arm64-test && env UNET_EXPECT_CPU=" + CPUS[cpu]
-                   + " UNET_DEVICE_SIDE=1 python -m pytest -q -p no:cacheprovider -m 'not slow' " + " ".join(DEVICE_TESTS))
+                   + " UNET_DEVICE_SIDE=1 python -m pytest -q -rA -p no:cacheprovider -m 'not slow' "
+                   + " ".join(DEVICE_TESTS))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "test_the_emulated_arm_cpu_is_named" not in done.stdout  # ran, not skipped (-ra lists skips)
+    assert "PASSED tests/test_arm_cpu.py::test_the_emulated_arm_cpu_is_named_as_qemu_runs_it" in done.stdout
 
 
 @pytest.mark.parametrize("cpu", CPUS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +57,7 @@ def test_features_from_the_auxiliary_vector_decide_the_int8_dot_product():
 def test_a_boards_cpuinfo_and_sysfs_give_the_midr(tmp_path):
     assert arm_cpu.cpuinfo_midrs(PI4_CPUINFO) == [0x410FD083] * 4
     assert arm_cpu.cpuinfo_midrs(X86_CPUINFO) == []
+    assert arm_cpu.cpuinfo_midrs("CPU implementer\t: 0x41\nCPU variant\t: r0\nCPU part\t: 0xd08\n") == []
     for i, midr in enumerate(["0x00000000410fd0b1", "0x00000000410fd0b1", "0x00000000410fd050"]):
         folder = tmp_path / f"cpu{i}/regs/identification"
         folder.mkdir(parents=True)
@@ -92,6 +94,22 @@ def test_under_user_mode_emulation_the_hosts_cpuinfo_is_not_the_cpu(monkeypatch)
                                 "(/usr/bin/qemu-aarch64-static)")
 
 
+def test_an_emulating_arm_hosts_sysfs_is_not_the_emulated_cpu(monkeypatch):
+    """qemu-aarch64 -cpu cortex-a72 on a Neoverse server with /sys mounted: sysfs names the host, not the guest."""
+    env = _as_arm(monkeypatch, PI4_CPUINFO, (HWCAP_A72, 0), sysfs=[0x414FD0C1] * 64, exe="/usr/bin/qemu-aarch64")
+    assert (env["cpu"], env["cpu_source"], env["emulated"]) == ("Cortex-A72", "/proc/cpuinfo", True)
+
+
+def test_a_32_bit_userland_on_a_64_bit_kernel_is_not_read_as_aarch64(monkeypatch):
+    """Raspberry Pi OS 32-bit: uname says aarch64, the auxiliary vector holds 32-bit Arm hwcaps (LPAE at bit 20 would
+    read as asimddp)."""
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(environment.struct, "calcsize", lambda fmt: 4)
+    assert environment.is_arm() is False
+    monkeypatch.setattr(environment.struct, "calcsize", lambda fmt: 8)
+    assert environment.is_arm() is True
+
+
 def test_on_a_board_the_model_comes_from_sysfs_or_cpuinfo(monkeypatch):
     env = _as_arm(monkeypatch, PI4_CPUINFO, (HWCAP_A72, 0), sysfs=[0x410FD083] * 4)
     assert (env["cpu"], env["cpu_source"], env["emulated"]) == ("Cortex-A72", "sysfs midr_el1", False)
@@ -115,7 +133,8 @@ def test_the_emulated_arm_cpu_is_named_as_qemu_runs_it():
     assert arm_cpu.midr_name(arm_cpu.mrs_midr()) == env["cpu"]  # the register itself, read with mrs
 
 
-@pytest.mark.skipif(bool(EXPECTED_CPU), reason="this machine is emulated on purpose")
+@pytest.mark.skipif(bool(EXPECTED_CPU) or "qemu" in Path(environment._real_executable()).name,
+                    reason="this machine is emulated on purpose (make test-arm64, make test-avx2)")
 def test_this_machine_is_not_called_emulated():
     env = environment.describe()
     assert env["emulated"] is False, env.get("emulation")

@@ -21,22 +21,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 ROOT = REPO / "artifacts/arm64/root"
-BENCH = ["--threads", "1", "--warmup", "0", "--min-runs", "1", "--min-seconds", "0", "--timeout", "7200",
-         "--runtimes", "litert,onnxruntime,openvino"]
+BENCH = ["--threads", "1", "--warmup", "0", "--min-runs", "1", "--min-seconds", "0", "--timeout", "7200"]
+RUNTIMES = "litert,onnxruntime,openvino"
 
 
-def bench_native(pack: Path, out: Path) -> None:
-    subprocess.run([str(REPO / ".venv/bin/unet-bench"), "run", str(pack), "--label", "x86", "--json", str(out), *BENCH],
-                   check=True, stdout=subprocess.DEVNULL)
+def bench_native(pack: Path, out: Path, runtimes: str) -> None:
+    subprocess.run([str(REPO / ".venv/bin/unet-bench"), "run", str(pack), "--label", "x86", "--json", str(out), *BENCH,
+                    "--runtimes", runtimes], check=True, stdout=subprocess.DEVNULL)
 
 
-def bench_emulated(cpu: str, pack: Path, out: Path) -> None:
+def bench_emulated(cpu: str, pack: Path, out: Path, runtimes: str) -> None:
     inside = ROOT / "tmp/arm-bench"
     inside.mkdir(parents=True, exist_ok=True)
     if not (inside / pack.name).exists() or (inside / pack.name).stat().st_size != pack.stat().st_size:
         shutil.copyfile(pack, inside / pack.name)
     subprocess.run([str(HERE / "in_root.sh"), cpu, "unet-bench", "run", f"/tmp/arm-bench/{pack.name}", "--label", cpu,
-                    "--json", f"/tmp/arm-bench/{cpu}.json", *BENCH], check=True, stdout=subprocess.DEVNULL)
+                    "--json", f"/tmp/arm-bench/{cpu}.json", *BENCH, "--runtimes", runtimes],
+                   check=True, stdout=subprocess.DEVNULL)
     shutil.copyfile(inside / f"{cpu}.json", out)
 
 
@@ -84,6 +85,8 @@ def main() -> int:
     parser.add_argument("--cpus", default="cortex-a72,neoverse-n1,neoverse-v1")
     parser.add_argument("--out", type=Path, default=REPO / "artifacts/arm64/demo")
     parser.add_argument("--reuse", action="store_true")
+    parser.add_argument("--redo", default="", help="with --reuse: LABEL:RUNTIMES,... to bench again, e.g. "
+                        "cortex-a72:openvino (those rows replace the stored ones)")
     args = parser.parse_args()
     if not (ROOT / ".complete").exists():
         print("no arm64 root: run benchmarks/arm/root.sh first (as root)", file=sys.stderr)
@@ -94,12 +97,22 @@ def main() -> int:
         subprocess.run([str(REPO / ".venv/bin/unet-export"), "pack", str(args.run), "--frames", str(args.frames),
                         "--out", str(pack)], check=True, stdout=subprocess.DEVNULL)
     benches: dict[str, dict] = {}
+    redo = dict(item.split(":", 1) for item in args.redo.split(";") if item)
     for label in ["x86", *args.cpus.split(",")]:
         path = args.out / f"{label}.json"
-        if not (args.reuse and path.exists()):
+        runtimes = redo.get(label, RUNTIMES)
+        if not (args.reuse and path.exists()) or label in redo:
+            fresh = path.with_suffix(".fresh.json")
             start = time.monotonic()
-            bench_native(pack, path) if label == "x86" else bench_emulated(label, pack, path)
-            print(f"{label}: {time.monotonic() - start:.0f} s", flush=True)
+            bench_native(pack, fresh, runtimes) if label == "x86" else bench_emulated(label, pack, fresh, runtimes)
+            print(f"{label} ({runtimes}): {time.monotonic() - start:.0f} s", flush=True)
+            new = json.loads(fresh.read_text())
+            if label in redo and path.exists():  # the rows benched again replace the stored ones
+                old = json.loads(path.read_text())
+                again = set(runtimes.split(","))
+                new["results"] = [r for r in old["results"] if r["runtime"] not in again] + new["results"]
+            path.write_text(json.dumps(new, indent=1))
+            fresh.unlink()
         benches[label] = json.loads(path.read_text())
     qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     text = "\n".join([

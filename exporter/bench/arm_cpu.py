@@ -31,10 +31,11 @@ IMPLEMENTERS = {0x41: "Arm", 0x42: "Broadcom", 0x43: "Cavium", 0x46: "Fujitsu", 
                 0x51: "Qualcomm", 0x53: "Samsung", 0x61: "Apple", 0x6D: "Microsoft", 0xC0: "Ampere"}
 PARTS = {
     (0x41, 0xD03): "Cortex-A53", (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55",
-    (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD06): "Cortex-A65", (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
     (0x41, 0xD0A): "Cortex-A75", (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1",
     (0x41, 0xD0D): "Cortex-A77", (0x41, 0xD0E): "Cortex-A76AE", (0x41, 0xD40): "Neoverse-V1",
-    (0x41, 0xD41): "Cortex-A78", (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510",
+    (0x41, 0xD41): "Cortex-A78", (0x41, 0xD42): "Cortex-A78AE", (0x41, 0xD44): "Cortex-X1",
+    (0x41, 0xD4C): "Cortex-X1C", (0x41, 0xD83): "Neoverse-V3AE", (0x41, 0xD46): "Cortex-A510",
     (0x41, 0xD47): "Cortex-A710", (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2",
     (0x41, 0xD4A): "Neoverse-E1", (0x41, 0xD4B): "Cortex-A78C", (0x41, 0xD4D): "Cortex-A715",
     (0x41, 0xD4E): "Cortex-X3", (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD80): "Cortex-A520",
@@ -77,7 +78,7 @@ def auxv_hwcaps() -> tuple[int, int] | None:
     """(AT_HWCAP, AT_HWCAP2) of this process, from the C library's getauxval; None where there is none."""
     try:
         getauxval = ctypes.CDLL(None).getauxval
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no CDLL(None)
         return None
     getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
     return int(getauxval(AT_HWCAP)), int(getauxval(AT_HWCAP2))
@@ -104,10 +105,10 @@ def cpuinfo_midrs(text: str) -> list[int]:
             fields[key.strip().lower()] = value.strip()
         try:
             implementer, part = int(fields["cpu implementer"], 0), int(fields["cpu part"], 0)
+            variant = int(fields.get("cpu variant", "0") or "0", 0)
+            revision = int(fields.get("cpu revision", "0") or "0", 0)
         except (KeyError, ValueError):
             continue
-        variant = int(fields.get("cpu variant", "0") or "0", 0)
-        revision = int(fields.get("cpu revision", "0") or "0", 0)
         midrs.append(implementer << 24 | variant << 20 | 0xF << 16 | part << 4 | revision)
     return midrs
 
@@ -116,22 +117,30 @@ def mrs_midr() -> int | None:
     """MIDR_EL1 read with ``mrs x0, midr_el1`` in this process (the kernel, or qemu-user, emulates the read).
 
     Only called on aarch64 with ``cpuid`` in AT_HWCAP (without it the instruction is an illegal-instruction
-    signal); None where the system refuses executable memory.
+    signal). The two instructions are written to a file first and mapped executable from it, so the kernel brings
+    the instruction cache in line when the page is faulted in (a page written through an anonymous writable
+    mapping could run stale bytes on a real core). None where the C library or the system refuses.
     """
+    import tempfile
+
     code = (0xD5380000).to_bytes(4, "little") + (0xD65F03C0).to_bytes(4, "little")  # mrs x0, midr_el1; ret
     try:
-        page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    except (OSError, ValueError, AttributeError):
-        return None
-    try:
-        page.write(code)
-        buffer = ctypes.c_char.from_buffer(page)
+        libc = ctypes.CDLL(None)
+        libc.mmap.restype, libc.mmap.argtypes = ctypes.c_void_p, [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        with tempfile.TemporaryFile() as fh:
+            fh.write(code.ljust(mmap.PAGESIZE, b"\0"))
+            fh.flush()
+            address = libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_EXEC, mmap.MAP_PRIVATE, fh.fileno(), 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            return None
         try:
-            return int(ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.addressof(buffer))())
+            return int(ctypes.CFUNCTYPE(ctypes.c_uint64)(address)())
         finally:
-            del buffer
-    finally:
-        page.close()
+            libc.munmap(address, mmap.PAGESIZE)
+    except (OSError, AttributeError, TypeError, ValueError):
+        return None
 
 
 def int8_dot_product(features: list[str]) -> str:
@@ -143,11 +152,12 @@ def int8_dot_product(features: list[str]) -> str:
     return "neon" if "asimd" in features else "unknown"
 
 
-def describe_arm(cpuinfo_text: str) -> dict:
-    """model (or None), features (the hwcap names), int8 dot product, and where the model came from."""
+def describe_arm(cpuinfo_text: str, emulated: bool = False) -> dict:
+    """model (or None), features (the hwcap names), int8 dot product, and where the model came from.
+    ``emulated``: sysfs is the host's (an Arm server emulating a Cortex-A72 would name itself), so it is not read."""
     hwcaps = auxv_hwcaps() or (0, 0)
     features = hwcap_names(*hwcaps)
-    midrs, source = sysfs_midrs(), "sysfs midr_el1"
+    midrs, source = ([] if emulated else sysfs_midrs()), "sysfs midr_el1"
     if not midrs:
         midrs, source = cpuinfo_midrs(cpuinfo_text), "/proc/cpuinfo"
     if not midrs and hwcaps[0] & HWCAP_CPUID and (midr := mrs_midr()) is not None:

@@ -111,7 +111,7 @@ def _find_baseline(baseline: str | None, labels: list[str], by_run: dict, keys: 
         raise UserError(f"unknown baseline {baseline!r}: expected artifact/runtime/device[/threads[/batch]], "
                         f"one of: {_key_list(keys)}")
     key = next(k for k in keys if tuple(map(str, k)) == tuple(parts[:3]))
-    for label in run_labels:
+    for label in sorted(run_labels, key=lambda label: label in emulated):  # a measured run's row first
         rows = [r for r in by_run[label].get(key, [])
                 if [str(v) for v in (r.threads, r.batch_size)][: len(parts) - 3] == parts[3:]]
         row = _fastest(rows)
