@@ -14,15 +14,20 @@ from exporter.runtimes.base import distribution_version
 INTERESTING_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
                      "amx_bf16", "amx_int8", "asimd", "asimdhp", "asimddp", "asimdfhm", "sve", "sve2", "i8mm",
                      "svei8mm", "bf16", "svebf16", "neon")
-ARM_MACHINES = ("aarch64", "arm64")
+ARCH_FAMILIES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def _read(path: str) -> str:
+    """A text file's content, stripped; '' where it cannot be read."""
+    try:
+        with open(path, errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def _cpuinfo_text() -> str:
-    try:
-        with open("/proc/cpuinfo", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
+    return _read("/proc/cpuinfo")
 
 
 def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
@@ -40,18 +45,7 @@ def _cpuinfo(every_flag: bool = False) -> tuple[str, list[str]]:
 def is_arm() -> bool:
     """64-bit Arm code. A 32-bit userland on a 64-bit kernel (Raspberry Pi OS 32-bit) also says 'aarch64', but its
     auxiliary vector holds 32-bit Arm hwcaps, which the aarch64 table would misread."""
-    return platform.machine().lower() in ARM_MACHINES and struct.calcsize("P") == 8
-
-
-ARCH_FAMILIES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, errors="replace") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
+    return ARCH_FAMILIES.get(platform.machine().lower()) == "aarch64" and struct.calcsize("P") == 8
 
 
 def _real_executable() -> str:
@@ -160,18 +154,19 @@ def runtime_versions() -> dict[str, str]:
     return {key: version for key, names in packages.items() if (version := distribution_version(*names))}
 
 
-def cpu_description() -> dict:
+def cpu_description(emulated: bool = False) -> dict:
     """cpu (model), cpu_flags, int8_dot_product, and on Arm the MIDR(s) the model was named from.
 
     x86: /proc/cpuinfo's model name and flags (CPUID decides the int8 dot product). Arm: the MIDR and the
-    auxiliary vector (``exporter.bench.arm_cpu``), never an emulating host's /proc/cpuinfo.
+    auxiliary vector (``exporter.bench.arm_cpu``), never an emulating host's /proc/cpuinfo or sysfs
+    (``emulated``: what ``emulation()`` found).
     """
     if not is_arm():
         cpu, flags = _cpuinfo()
         return {"cpu": cpu, "cpu_flags": flags, "int8_dot_product": int8_dot_product()}
     from exporter.bench.arm_cpu import describe_arm
 
-    arm = describe_arm(_cpuinfo_text(), emulated=emulation() is not None)  # an x86 host's file has no 'CPU part'
+    arm = describe_arm(_cpuinfo_text(), emulated=emulated)  # an x86 host's file has no 'CPU part'
     return {"cpu": arm["model"] or "Arm (model not reported)",
             "cpu_flags": sorted(f for f in arm["features"] if f in INTERESTING_FLAGS),
             "int8_dot_product": arm["int8_dot_product"], "midr": arm["midr"], "cpu_source": arm["model_source"]}
@@ -181,7 +176,7 @@ def describe(label: str | None = None) -> dict:
     """The environment block of a bench result."""
     why_emulated = emulation()
     env = {
-        **cpu_description(),
+        **cpu_description(emulated=why_emulated is not None),
         "emulated": why_emulated is not None,
         "cores": os.cpu_count(),
         "gpus": gpus(),
