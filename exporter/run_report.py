@@ -229,8 +229,8 @@ def write_report(run: RunDir, options, stage_seconds: dict[str, float], state: d
 
 
 def fallback_lines(artifacts) -> list[str]:
-    """One line for each artifact made by --auto-fallback: the layers it keeps float, and why."""
-    return [f"- `{a.path}` keeps {', '.join(a.fallback.float_layers) or 'no layer'} in float: "
+    """One line for each artifact made by --auto-fallback: the layers it keeps float (or in int16), and why."""
+    return [f"- `{a.path}` keeps {', '.join(a.fallback.float_layers) or 'no layer'} in {a.fallback.precision}: "
             f"{a.fallback.reason}." for a in artifacts if a.fallback]
 
 

@@ -12,6 +12,7 @@ from exporter.cli.common import OneLineErrors, echo, handle_errors, warn
 from exporter.contracts.export_spec import FORMAT_OPTIONS
 from exporter.data.carla import IMAGE_DIR, MASK_DIR
 from exporter.errors import UserError
+from exporter.export.qat import QATOptions
 from exporter.export.quant_report import SENSITIVITY_LAYERS
 from exporter.parameters import (
     CALIBRATION_SAMPLES,
@@ -42,6 +43,8 @@ def _quantize_choices(fmt: ArtifactFormat) -> list[str]:
     return Quantization.values(q for q in FORMAT_OPTIONS[fmt].quantizations if q is not Quantization.FP32)
 
 
+EQUALIZE_HELP = ("With --quantize int8: cross-layer equalization (rescale channel pairs across conv → ReLU → conv, "
+                 "the float outputs kept) and bias correction before quantizing; adds _eq to the file name.")
 FLOAT_HEAD_HELP = ("With --quantize int8: keep the final 1×1 classifier conv in float (int8 elsewhere). "
                    "Recovers most of int8's mIoU loss at about the same speed; not for integer-only accelerators.")
 
@@ -288,16 +291,24 @@ def _export(spec_fields: dict, options: dict) -> None:
         else:
             result = ctx.export(spec, out, budget, samples)
     except CheckFailed as exc:
-        echo(format_table([exc.measured]))
+        if exc.measured:
+            echo(format_table([exc.measured]))
         raise
     echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
     echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
          f"{result.entry.conversion_seconds:.1f}s)")
+    written = result.entry.spec
+    if written.format.value == "tflite" and (written.equalize or written.int16_layers or written.float_scope.layers):
+        from exporter.contracts.export_spec import recipe_of
+        from exporter.fileio import write_json_atomic
+
+        recipe = write_json_atomic(result.path.with_suffix(".recipe.json"), recipe_of(written))
+        echo(f"wrote {recipe} (apply it again with --recipe)")
     if result.fallback_latency_ms:
         before, after = result.fallback_latency_ms
         start = "int8 with float head" if spec.float_head else "full int8"
         echo(f"p50 here, one frame: {start} {before:.2f} ms, with {len(result.entry.fallback.float_layers)} "
-             f"layer(s) float {after:.2f} ms ({after / before - 1:+.1%})")
+             f"layer(s) {result.entry.fallback.precision} {after:.2f} ms ({after / before - 1:+.1%})")
 
 
 def _float_scope(float_head: bool):
@@ -311,20 +322,53 @@ def _float_scope(float_head: bool):
 @click.option("--quantize", type=click.Choice(_quantize_choices(ArtifactFormat.TFLITE)), default=None,
               is_flag=False, flag_value="int8",
               help="Quantize: bare --quantize means full-integer int8; without it, fp32.")
-@click.option("--io", "io", type=click.Choice(IOType.values()), default=IOType.FLOAT32.value, show_default=True,
-              help="Input/output type of a full-int8 model; uint8 takes camera bytes 0..255 directly.")
+@click.option("--io", "io", type=click.Choice(IOType.values()), default=None,
+              help="Input/output type of a full-int8 model; uint8 takes camera bytes 0..255 directly. Default float32 "
+                   "(uint8 with --integer-only or --int16).")
 @click.option("--float-head", is_flag=True, help=FLOAT_HEAD_HELP)
 @click.option("--argmax", is_flag=True, help="Append an in-graph argmax: output an H×W uint8 class map.")
 @click.option("--no-metadata", is_flag=True, help="Skip the embedded TFLite metadata (labels, normalisation).")
 @click.option("--static-batch", type=click.IntRange(min=1), default=None, metavar="N",
               help="Fix the batch to N (e.g. 1) so every tensor has a static shape: LiteRT's GPU accelerator and "
-                   "GPU delegates refuse the default dynamic batch. Adds _bN to the file name.")
+                   "GPU delegates refuse the default dynamic batch, and XNNPACK runs dynamic-range int8 only with "
+                   "it (1 is the default for --quantize dynamic, --integer-only, --int16). Adds _bN to the file name.")
+@click.option("--equalize", is_flag=True, help=EQUALIZE_HELP)
+@click.option("--integer-only", is_flag=True,
+              help="With --quantize int8: no float op in the file (read back and checked; for NPUs, Edge TPU, "
+                   "microcontrollers); --auto-fallback then keeps tensors in int16, never float. Implies --io uint8 "
+                   "and --static-batch 1 unless given.")
+@click.option("--int16", "int16_layers", multiple=True, metavar="LAYER",
+              help="With --quantize int8: carry this conv's output tensor in int16 (A16W8, from the conv to the "
+                   "convs reading it) through ai-edge-quantizer; repeat for more.")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Apply a recipe written beside an earlier export (*.recipe.json: int16 islands, float layers, "
+                   "equalization).")
 @_fallback_options
 @handle_errors
-def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, **options) -> None:
+def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, equalize, integer_only, int16_layers,
+           recipe_file, **options) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
-    _export(dict(format="tflite", quantization=quantize or "fp32", io=io, argmax=argmax,
-                 float_scope=_float_scope(float_head), metadata=not no_metadata, static_batch=static_batch), options)
+    fields = dict(float_scope=_float_scope(float_head), equalize=equalize, integer_only=integer_only,
+                  int16_layers=tuple(int16_layers))
+    if recipe_file:
+        fields.update(_recipe_fields(recipe_file, fields))
+    integer = fields["integer_only"] or fields["int16_layers"]
+    _export(dict(format="tflite", quantization=quantize or ("int8" if recipe_file or integer else "fp32"),
+                 io=io or ("uint8" if integer else "float32"), argmax=argmax, metadata=not no_metadata,
+                 static_batch=static_batch or (1 if integer or quantize == "dynamic" else None), **fields), options)
+
+
+def _recipe_fields(path: str, given: dict) -> dict:
+    """A recipe's spec fields; the flags given on the command line add to it (a flag set in both is fine)."""
+    from exporter.contracts.export_spec import FloatScope, read_recipe
+
+    recipe = read_recipe(path)
+    scope = given.get("float_scope", FloatScope())
+    return {"equalize": recipe["equalize"] or given.get("equalize", False),
+            "integer_only": recipe.get("integer_only", False) or given.get("integer_only", False),
+            "int16_layers": tuple(dict.fromkeys(recipe["int16_layers"] + given.get("int16_layers", ()))),
+            "float_scope": FloatScope(tuple(dict.fromkeys(recipe["float_scope"].layers + scope.layers)),
+                                      recipe["float_scope"].head or scope.head)}
 
 
 @cli.command()
@@ -338,12 +382,42 @@ def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, **option
               show_default=True,
               help="int8 types: u8s8 is ONNX Runtime's default; reduce-range (7-bit weights) or u8u8 keep x86 CPUs "
                    "without VNNI from saturating 16-bit sums (benchmarks/RESULTS.md).")
+@click.option("--equalize", is_flag=True, help=EQUALIZE_HELP)
 @_fallback_options
 @handle_errors
-def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
+def onnx(quantize, float_head, opset, int8_scheme, equalize, **options) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
     _export(dict(format="onnx", quantization=quantize or "fp32", float_scope=_float_scope(float_head), opset=opset,
-                 int8_scheme=int8_scheme), options)
+                 int8_scheme=int8_scheme, equalize=equalize), options)
+
+
+@cli.command()
+@_budget_options
+@click.option("--epochs", default=QATOptions().epochs, show_default=True, type=click.IntRange(min=1),
+              help="Fine-tuning epochs over the training side of the data.")
+@click.option("--batch-size", default=QATOptions().batch_size, show_default=True, type=click.IntRange(min=1))
+@click.option("--learning-rate", default=QATOptions().learning_rate, show_default=True,
+              type=click.FloatRange(min=0, min_open=True))
+@click.option("--argmax/--logits", default=True, show_default=True,
+              help="A class map out (in-graph argmax on the int8 logits), or the int8 logits.")
+@handle_errors
+def qat(epochs, batch_size, learning_rate, argmax, **options) -> None:
+    """Quantization-aware fine-tuning in Keras 3, then a full-integer TFLite (uint8 in, batch 1, no float op)
+    from the learned ranges, validated against the original model."""
+    from exporter.contracts.export_spec import ExportSpec
+    from exporter.drift import Budget
+    from exporter.export.api import ExportContext
+    from exporter.export.qat import fine_tune
+    from exporter.export.validate import format_table
+
+    spec = ExportSpec("tflite", "int8", io="uint8", argmax=argmax, static_batch=1, integer_only=True, qat=True)
+    ctx = ExportContext.open(options["model_path"], options["data_dir"], options["validation_samples"],
+                             options["seed"], log=echo, data=_data_choice(options))
+    ctx.qat_model = fine_tune(ctx, QATOptions(epochs, batch_size, learning_rate), log=echo)
+    result = ctx.export(spec, options["out"], Budget(options["max_miou_drop"], options["min_agreement"]))
+    echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
+    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
+         f"{result.entry.conversion_seconds:.1f}s)")
 
 
 @cli.command("quant-report")
@@ -364,10 +438,13 @@ def onnx(quantize, float_head, opset, int8_scheme, **options) -> None:
 @click.option("--calibration-samples", default=CALIBRATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--validation-samples", default=VALIDATION_SAMPLES, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--equalize", is_flag=True,
+              help="Report on the model after cross-layer equalization and bias correction (an --artifact must have "
+                   "been exported with --equalize).")
 @_data_options
 @handle_errors
 def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, sensitivity, calibration_samples,
-                         validation_samples, seed, **options) -> None:
+                         validation_samples, seed, equalize, **options) -> None:
     """Where int8 loses accuracy: every quantized layer's error against the float model, worst ones marked."""
     from exporter.export import quant_report
     from exporter.export.api import ExportContext
@@ -375,7 +452,7 @@ def quant_report_command(model_path, data_dir, fmt, artifact, out_dir, frames, s
     ctx = ExportContext.open(model_path, data_dir, validation_samples, seed, log=echo, data=_data_choice(options))
     if artifact is not None and not Path(artifact).is_file():
         raise UserError(f"{artifact}: file not found")
-    rep = quant_report.report_for(ctx, fmt, artifact, frames, sensitivity, calibration_samples)
+    rep = quant_report.report_for(ctx, fmt, artifact, frames, sensitivity, calibration_samples, equalize)
     echo(quant_report.table(rep))
     if rep.sensitivity:
         echo(quant_report.sensitivity_table(rep))

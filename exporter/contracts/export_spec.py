@@ -52,14 +52,17 @@ class FormatOptions:
 FORMAT_OPTIONS: dict[ArtifactFormat, FormatOptions] = {
     ArtifactFormat.TFLITE: FormatOptions(
         quantizations=tuple(Quantization),
-        options=frozenset({"io", "argmax", "metadata", "static_batch", "float_scope"})),
+        options=frozenset({"io", "argmax", "metadata", "static_batch", "float_scope", "equalize", "integer_only",
+                           "int16_layers", "qat"})),
     ArtifactFormat.ONNX: FormatOptions(
         quantizations=(Quantization.FP32, Quantization.FP16, Quantization.INT8),
-        options=frozenset({"opset", "int8_scheme", "float_scope"})),
+        options=frozenset({"opset", "int8_scheme", "float_scope", "equalize"})),
 }
 # The CLI flag of each format-specific option, for messages.
 OPTION_FLAGS = {"io": "--io", "argmax": "--argmax", "metadata": "--no-metadata", "static_batch": "--static-batch",
-                "float_scope": "--float-head/--auto-fallback", "opset": "--opset", "int8_scheme": "--int8-scheme"}
+                "float_scope": "--float-head/--auto-fallback", "opset": "--opset", "int8_scheme": "--int8-scheme",
+                "equalize": "--equalize", "integer_only": "--integer-only", "int16_layers": "--int16/--recipe",
+                "qat": "unet-export qat"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,19 @@ class ExportSpec:
     # static shapes only: with a dynamic batch the transposed convs' output shapes are computed at run time
     # and the GPU refuses the graph ("only supports static-sized tensors"). Mobile apps run batch 1 anyway.
     static_batch: int | None = None
+    # int8: cross-layer equalization and bias correction of the Keras model before conversion (export/equalize.py)
+    equalize: bool = False
+    # TFLite int8: no float op in the file (read back and checked when written); nothing kept float
+    integer_only: bool = False
+    # TFLite int8: Keras layers whose output tensors run in int16 with int8 weights (A16W8 islands: the producer,
+    # what passes the tensor on unchanged, and its readers; export/tflite_islands.py)
+    int16_layers: tuple[str, ...] = ()
+    # TFLite int8 from a quantization-aware fine-tuned model's learned ranges (export/qat.py), no calibration
+    qat: bool = False
 
     def __post_init__(self) -> None:
+        layers = self.int16_layers
+        object.__setattr__(self, "int16_layers", (layers,) if isinstance(layers, str) else tuple(layers))
         for name, enum in (("format", ArtifactFormat), ("quantization", Quantization), ("io", IOType),
                            ("int8_scheme", Int8Scheme)):
             object.__setattr__(self, name, enum.parse(getattr(self, name), name))
@@ -102,6 +116,27 @@ class ExportSpec:
         if self.io is not IOType.FLOAT32 and self.quantization is not Quantization.INT8:
             raise UserError(f"--io {self.io.value} needs full-integer quantization (--quantize int8), "
                             f"not {self.quantization.value}")
+        self._check_integer_options()
+
+    def _check_integer_options(self) -> None:
+        """--equalize, --integer-only and int16 islands: int8, and nothing kept float beside them."""
+        for name, used in (("--equalize", self.equalize), ("--integer-only", self.integer_only),
+                           ("int16 islands (--int16, --recipe)", bool(self.int16_layers))):
+            if used and self.quantization is not Quantization.INT8:
+                raise UserError(f"{name} needs --quantize int8, not {self.quantization.value}")
+        if (self.integer_only or self.int16_layers) and self.float_scope:
+            raise UserError("--integer-only and int16 islands keep nothing float: drop --float-head (int16 islands "
+                            "are the integer way to keep a layer precise)")
+        if (self.integer_only or self.int16_layers) and self.io is IOType.FLOAT32:
+            raise UserError("--integer-only and int16 islands take integer input (a float input is a float QUANTIZE "
+                            "op): --io uint8 (camera bytes) or --io int8")
+        if self.qat and (self.quantization is not Quantization.INT8 or self.float_scope or self.int16_layers
+                         or self.equalize):
+            raise UserError("a QAT export is full int8 from the learned ranges: no float layers, int16 islands or "
+                            "--equalize")
+        if self.int16_layers and not self.static_batch:
+            raise UserError("int16 islands need a fixed batch (--static-batch 1): ai-edge-quantizer leaves a dynamic "
+                            "batch's shape arithmetic in float")
 
     def _check_format(self) -> None:
         """The format takes this precision, and every option it does not take keeps its default."""
@@ -127,8 +162,10 @@ class ExportSpec:
 
     @property
     def file_name(self) -> str:
-        """Default name: unet_<precision>[_floathead][_fallback][_<scheme>][_<io>io][_argmax][_b<N>].<format>."""
-        return self.file_name_with("fallback" if self.float_scope.layers else None)
+        """Default name: unet_<precision>[_floathead][_fallback|_int16|_qat][_eq][_<scheme>][_<io>io][_argmax][_b<N>]
+        .<format>."""
+        tag = "fallback" if self.float_scope.layers else "int16" if self.int16_layers else "qat" if self.qat else None
+        return self.file_name_with(tag)
 
     def file_name_with(self, tag: str | None) -> str:
         """The default name with ``tag`` after the precision and float-head parts (None: no tag)."""
@@ -137,6 +174,8 @@ class ExportSpec:
             parts.append("floathead")
         if tag:
             parts.append(tag)
+        if self.equalize:
+            parts.append("eq")
         if self.int8_scheme is not Int8Scheme.U8S8:
             parts.append(self.int8_scheme.value.replace("-", ""))
         if self.io is not IOType.FLOAT32:
@@ -152,6 +191,10 @@ class ExportSpec:
         """The precision in words (for descriptions embedded in the file)."""
         if self.float_scope.layers:
             return f"{self.quantization.value} with {len(self.float_scope.layers)} layer(s) kept float"
+        if self.int16_layers:
+            return f"{self.quantization.value} with {len(self.int16_layers)} int16 tensor island(s)"
+        if self.qat:
+            return f"{self.quantization.value} from quantization-aware fine-tuning"
         return f"{self.quantization.value} with a float classifier head" if self.float_head else self.quantization.value
 
     @property
@@ -173,7 +216,8 @@ class ExportSpec:
         return {"format": self.format.value, "quantization": self.quantization.value, "io": self.io.value,
                 "argmax": self.argmax, "metadata": self.metadata, "opset": self.opset,
                 "float_scope": self.float_scope.to_dict(), "int8_scheme": self.int8_scheme.value,
-                "static_batch": self.static_batch}
+                "static_batch": self.static_batch, "equalize": self.equalize, "integer_only": self.integer_only,
+                "int16_layers": list(self.int16_layers), "qat": self.qat}
 
     @classmethod
     def from_dict(cls, data, where: str = "spec") -> ExportSpec:
@@ -189,9 +233,54 @@ class ExportSpec:
                 opset=checks.integer(data.get("opset"), f"{where}.opset"),
                 float_scope=FloatScope.from_dict(data.get("float_scope", {}), f"{where}.float_scope"),
                 int8_scheme=checks.text(data.get("int8_scheme", "u8s8"), f"{where}.int8_scheme", required=True),
-                static_batch=checks.integer(data.get("static_batch"), f"{where}.static_batch"))
+                static_batch=checks.integer(data.get("static_batch"), f"{where}.static_batch"),
+                equalize=checks.flag(data.get("equalize"), f"{where}.equalize"),
+                integer_only=checks.flag(data.get("integer_only"), f"{where}.integer_only"),
+                int16_layers=checks.texts(data.get("int16_layers"), f"{where}.int16_layers") or (),
+                qat=checks.flag(data.get("qat"), f"{where}.qat"))
         except UserError as exc:
             raise ContractError(f"{where}: {exc}") from None
 
 
 HEAD = FloatScope(head=True)  # --float-head: the classifier head stays float
+
+
+RECIPE_KIND = "unet-export int8 recipe"
+RECIPE_FIELDS = ("equalize", "integer_only", "int16_layers", "float_layers", "float_head")
+
+
+def recipe_of(spec: ExportSpec) -> dict:
+    """The precision chosen per tensor (int16 islands, float layers, the float head) and the equalization of an
+    int8 spec, as a file ``--recipe`` applies again (like ai-edge-quantizer's saved recipes, but naming Keras
+    layers, so that it outlives a re-conversion's tensor names)."""
+    return {"kind": RECIPE_KIND, "version": 1, "format": spec.format.value, "quantization": spec.quantization.value,
+            "equalize": spec.equalize, "integer_only": spec.integer_only, "int16_layers": list(spec.int16_layers),
+            "float_layers": list(spec.float_scope.layers), "float_head": spec.float_scope.head}
+
+
+def read_recipe(path) -> dict:
+    """A recipe file's choices as ExportSpec fields (UserError naming the file and the problem)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: not a JSON recipe ({exc.__class__.__name__})") from None
+    try:
+        data = checks.obj(data, str(path))
+        if data.get("kind") != RECIPE_KIND:
+            raise ContractError(f"{path}: not a {RECIPE_KIND} (kind {data.get('kind')!r})")
+        unknown = sorted(set(data) - {"kind", "version", "format", "quantization", *RECIPE_FIELDS})
+        if unknown:
+            raise ContractError(f"{path}: unknown field {unknown[0]!r}")
+        return {"equalize": checks.flag(data.get("equalize"), f"{path}: equalize"),
+                "integer_only": checks.flag(data.get("integer_only"), f"{path}: integer_only"),
+                "int16_layers": checks.texts(data.get("int16_layers"), f"{path}: int16_layers") or (),
+                "float_scope": FloatScope(checks.texts(data.get("float_layers"), f"{path}: float_layers") or (),
+                                          checks.flag(data.get("float_head"), f"{path}: float_head"))}
+    except ContractError as exc:
+        raise UserError(str(exc)) from None

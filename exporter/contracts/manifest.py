@@ -77,14 +77,16 @@ class FallbackStep:
 
 @dataclass(frozen=True)
 class FallbackRecord:
-    """What ``--auto-fallback`` chose (Keras layer names kept float), why, and every attempt on the way."""
+    """What ``--auto-fallback`` chose (Keras layer names kept in higher precision: float, or int16 islands with
+    ``--integer-only``), why, and every attempt on the way."""
 
     float_layers: tuple[str, ...]
     reason: str
     steps: tuple[FallbackStep, ...] = ()
+    precision: str = "float"  # what the chosen layers' tensors are kept in: float, or int16
 
     def to_dict(self) -> dict:
-        return {"float_layers": list(self.float_layers), "reason": self.reason,
+        return {"float_layers": list(self.float_layers), "reason": self.reason, "precision": self.precision,
                 "steps": [step.to_dict() for step in self.steps]}
 
     @classmethod
@@ -92,6 +94,7 @@ class FallbackRecord:
         data = checks.obj(data, where)
         return cls(float_layers=checks.texts(data.get("float_layers"), f"{where}.float_layers") or (),
                    reason=checks.text(data.get("reason"), f"{where}.reason") or "",
+                   precision=checks.text(data.get("precision", "float"), f"{where}.precision") or "float",
                    steps=tuple(FallbackStep.from_dict(step, f"{where}.steps[{i}]")
                                for i, step in enumerate(checks.items(data.get("steps", []), f"{where}.steps"))))
 

@@ -180,6 +180,8 @@ class ExportContext:
     reference_logits: np.ndarray
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
+    _equalized: dict = field(default_factory=dict, repr=False)  # calibration indices → (model, EqualizeReport)
+    qat_model: object = field(default=None, repr=False)  # set by ``unet-export qat`` (export/qat.py)
 
     @property
     def run(self) -> RunDir:
@@ -245,15 +247,47 @@ class ExportContext:
             output = "softmax probabilities"
         return f"{what}; {spec.precision_label}, input {input_dtype}, output {output.replace('_', ' ')}"
 
+    def equalized(self, calibration: CalibrationSet, spec: ExportSpec):
+        """The model after cross-layer equalization and bias correction on ``calibration`` (made once per set and
+        per what ``spec`` keeps float and its weight grid): layers kept float keep their bias."""
+        from exporter.export.equalize import equalize
+        from exporter.parameters import Int8Scheme
+
+        keep_float = spec.float_scope.layers + ((self.head_name,) if spec.float_scope.head else ())
+        levels = 63 if spec.int8_scheme is Int8Scheme.REDUCE_RANGE else 127  # ORT's reduce-range: 7-bit weights
+        key = (calibration.indices, keep_float, levels)
+        if key not in self._equalized:
+            self._equalized[key] = equalize(self.model, calibration.frames, keep_float=keep_float, levels=levels)
+            self.log(self._equalized[key][1].line())
+        return self._equalized[key][0]
+
+    @property
+    def head_name(self) -> str:
+        """The classifier head: the model's last convolution."""
+        from exporter.export.layers import keras_layers
+
+        return [layer.name for layer in keras_layers(self.model) if layer.kind == "conv"][-1]
+
+    def model_for(self, spec: ExportSpec, calibration_samples: int = CALIBRATION_SAMPLES):
+        """The Keras model ``spec`` converts: the equalized one with ``--equalize`` (its layers are what the
+        artifact's tensors compare with), else the model itself."""
+        if not spec.equalize:
+            return self.model
+        return self.equalized(self.calibration(calibration_samples), spec)
+
     def convert(self, spec: ExportSpec, name: str,
                 calibration_samples: int = CALIBRATION_SAMPLES) -> tuple[Converted, CalibrationSet | None, float]:
         """(the converted artifact, the calibration frames it used, seconds) — nothing written yet."""
-        calibration = self.calibration(calibration_samples) if spec.quantization.needs_calibration else None
+        if spec.qat and self.qat_model is None:
+            raise UserError(f"{self.model_path}: a QAT export needs the fine-tuned model: unet-export qat")
+        calibration = (self.calibration(calibration_samples) if spec.quantization.needs_calibration and not spec.qat
+                       else None)
         started = time.perf_counter()
+        model = self.qat_model if spec.qat else self.equalized(calibration, spec) if spec.equalize else self.model
         # the converter's per-model settings lines, not its errors; on a failure nothing: the one line says it
         with filtered_stderr(CONVERTER_NOISE, drop_on_error=True):
             try:
-                converted = backend_for(spec.format).convert(self.model, spec, calibration,
+                converted = backend_for(spec.format).convert(model, spec, calibration,
                                                              ModelFacts(self.labels, self.description,
                                                                         self.output_activation), name)
             except UserError:

@@ -131,3 +131,31 @@ def check_shapes(layers: list[KerasLayer], shapes: list[tuple[int, ...]], what: 
     if len(shapes) != len(layers) or any(tuple(s) != layer.shape for s, layer in zip(shapes, layers, strict=False)):
         raise UserError(f"{what}: its {len(shapes)} compute ops do not line up with the Keras model's "
                         f"{len(layers)} layers (shapes {shapes[:3]}… vs {[layer.shape for layer in layers[:3]]}…)")
+
+
+VANISHING = ("Dropout", "SpatialDropout2D", "GaussianNoise", "Identity")  # no op in an exported graph
+
+
+def conv_readers(model, name: str) -> list[str]:
+    """The Conv2D layers that compute on layer ``name``'s output (after its fused batch norm and activation)
+    directly, or through layers that vanish in export (dropout): what must stay float with it for the tensor to
+    reach them in float (each reader quantizes its input again otherwise). A tensor read through a pooling or a
+    concatenation is not followed: those int8 ops would quantize it again anyway (int16 islands span them:
+    ``tflite_islands``)."""
+    import keras
+
+    readers = _readers(model)
+    start = model.get_layer(name)
+    chain = _fused_chain(readers, start) if _kind(start) and _kind(start)[0].endswith("conv") else []
+    found, todo, seen = [], [chain[-1] if chain else start], set()
+    while todo:
+        layer = todo.pop()
+        for reader in readers.get(layer.name, []):
+            if reader.name in seen:
+                continue
+            seen.add(reader.name)
+            if type(reader) is keras.layers.Conv2D:
+                found.append(reader.name)
+            elif type(reader).__name__ in VANISHING or _fuses(reader):
+                todo.append(reader)
+    return sorted(found, key=[layer.name for layer in model.layers].index)

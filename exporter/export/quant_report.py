@@ -20,7 +20,7 @@ import numpy as np
 
 from exporter.contracts.export_spec import ExportSpec, FloatScope
 from exporter.export.formats import backend_of
-from exporter.export.layers import KerasLayer, keras_layers, keras_outputs
+from exporter.export.layers import KerasLayer, conv_readers, keras_layers, keras_outputs
 from exporter.figures.quant_report import sqnr_per_layer
 from exporter.fileio import write_json_atomic, write_text_atomic
 from exporter.parameters import CALIBRATION_SAMPLES, REPORT_FRAMES
@@ -46,7 +46,7 @@ class LayerError:
     relative_rmse: float
     weight_sqnr_db: float | None
     tensor: str             # the artifact's tensor name
-    precision: str          # int8, or float where the artifact keeps it float
+    precision: str          # int8, int16 (an island), or float where the artifact keeps it float
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -163,18 +163,22 @@ SENSITIVITY_LAYERS = 3  # quant-report --sensitivity: the worst layers each kept
 
 def report_for(ctx, fmt: str, artifact: Path | None = None, frames: int = REPORT_FRAMES,
                sensitivity: int = SENSITIVITY_LAYERS,
-               calibration_samples: int = CALIBRATION_SAMPLES) -> QuantReport:
-    """The report of ``artifact`` (default: the context's model converted to full int8 in ``fmt`` now), with
-    the mIoU drop and agreement when only one of the ``sensitivity`` worst layers is kept float."""
+               calibration_samples: int = CALIBRATION_SAMPLES, equalize: bool = False) -> QuantReport:
+    """The report of ``artifact`` (default: the context's model converted to full int8 in ``fmt`` now; with
+    ``equalize`` after cross-layer equalization, and compared with the equalized Keras model, whose layers the
+    artifact's tensors are), with the mIoU drop and agreement when only one of the ``sensitivity`` worst layers
+    is kept float (its output tensor: the layer and the convolutions reading it directly)."""
     import tempfile
+    from dataclasses import replace
 
+    base = ExportSpec(fmt if artifact is None else backend_of(Path(artifact)).format, "int8", equalize=equalize)
     with tempfile.TemporaryDirectory(prefix="unet-export-report-") as tmp:
         if artifact is None:
-            artifact = ctx.write_unrecorded(ExportSpec(fmt, "int8"), Path(tmp) / f"unet_int8.{fmt}",
-                                            calibration_samples)
-        rep = report(ctx.model, Path(artifact), ctx.validation.images[:frames])
-        for layer in rep.worst(sensitivity):
-            path = ctx.write_unrecorded(ExportSpec(rep.format, "int8", float_scope=FloatScope((layer.name,))),
+            artifact = ctx.write_unrecorded(base, Path(tmp) / f"unet_int8.{fmt}", calibration_samples)
+        rep = report(ctx.model_for(base, calibration_samples), Path(artifact), ctx.validation.images[:frames])
+        for layer in rep.worst(sensitivity):  # the layer's output tensor kept float: the layer and its readers
+            kept = (layer.name, *conv_readers(ctx.model, layer.name))
+            path = ctx.write_unrecorded(replace(base, float_scope=FloatScope(tuple(dict.fromkeys(kept)))),
                                         Path(tmp) / f"{layer.name}.{rep.format}", calibration_samples)
             result = ctx.validate(path, f"{layer.name} kept float")
             rep.sensitivity.append(Sensitivity(layer.name, result.miou_drop_points, result.pixel_agreement,
@@ -216,9 +220,11 @@ def to_markdown(rep: QuantReport) -> str:
              "against the one before it. ◀ marks the three int8 convolutions that add the "
              "most: the candidates to keep float (`--auto-fallback`).", "", table(rep, markdown=True), ""]
     if rep.sensitivity:
-        lines += ["## Sensitivity: one layer kept float at a time", "",
-                  "mIoU drop and pixel agreement against Keras on the held-out frames when only that layer "
-                  "stays float (everything else int8).", "", sensitivity_table(rep, markdown=True), ""]
+        lines += ["## Sensitivity: one tensor kept float at a time", "",
+                  "mIoU drop and pixel agreement against Keras on the held-out frames when only that layer's output "
+                  "tensor stays float: the layer and the convolutions reading it directly (a float layer whose "
+                  "reader quantizes its output again keeps the damage); everything else int8.", "",
+                  sensitivity_table(rep, markdown=True), ""]
     lines += ["![SQNR per layer](quant_report.png)", ""]
     return "\n".join(lines)
 

@@ -18,15 +18,27 @@ INT8_INPUT_NOTE = ("no TFLite metadata: MediaPipe's writer and ImageSegmenter ta
                    "use --io uint8 for a self-describing mobile model")
 
 
+def integer_only_note(model_bytes: bytes, name: str) -> str:
+    """What an integer-only file holds, read back op by op; UserError naming the float ops if any is float."""
+    from exporter.export import tflite_graph
+
+    floats = tflite_graph.float_ops(model_bytes)
+    if floats:
+        raise UserError(f"{name}: not integer-only: {len(floats)} op(s) read or write float tensors "
+                        f"({'; '.join(floats[:3])}) (nothing written)")
+    return f"integer-only, read back: {tflite_graph.op_summary(model_bytes)}"
+
+
 class TFLiteBackend(FormatBackend):
     format = ArtifactFormat.TFLITE
     validating_runtime = "litert"
 
     def notes(self, spec: ExportSpec) -> list[str]:
-        from exporter.export.tflite_export import DYNAMIC_NOTE, INT16X8_NOTE
+        from exporter.export.tflite_export import DYNAMIC_NOTE, DYNAMIC_OLD_RUNTIMES, INT16X8_NOTE
         from exporter.export.tflite_metadata import ARGMAX_NOTE
 
-        notes = {Quantization.DYNAMIC: [DYNAMIC_NOTE], Quantization.INT16X8: [INT16X8_NOTE]}.get(spec.quantization, [])
+        dynamic = [DYNAMIC_OLD_RUNTIMES] if spec.static_batch else [DYNAMIC_NOTE, DYNAMIC_OLD_RUNTIMES]
+        notes = {Quantization.DYNAMIC: dynamic, Quantization.INT16X8: [INT16X8_NOTE]}.get(spec.quantization, [])
         if spec.argmax:
             notes.append(f"for plain LiteRT apps; {ARGMAX_NOTE}")
         return notes
@@ -38,9 +50,9 @@ class TFLiteBackend(FormatBackend):
 
         model_bytes = convert_tflite(model, spec, calibration)
         input_dtype, output, input_quantization = io_types(model_bytes)
-        notes = ()
+        notes = (integer_only_note(model_bytes, name),) if spec.integer_only else ()
         if spec.metadata and input_dtype == "int8":
-            notes, spec = (INT8_INPUT_NOTE,), replace(spec, metadata=False)  # recorded as what was written
+            notes, spec = (*notes, INT8_INPUT_NOTE), replace(spec, metadata=False)  # recorded as what was written
         elif spec.metadata:
             from exporter.export.tflite_metadata import add_segmenter_metadata
 
@@ -49,7 +61,7 @@ class TFLiteBackend(FormatBackend):
                 description=facts.describe(spec, input_dtype, output),
                 normalization=(0.0, 255.0) if input_dtype.startswith("float") else None)
         return Converted(lambda path: Path(path).write_bytes(model_bytes), spec, input_dtype, output,
-                         input_quantization, notes)
+                         input_quantization, tuple(notes))
 
     def read_layers(self, artifact: Path, layers: list[KerasLayer], images: np.ndarray) -> ArtifactLayers:
         from exporter.export import tflite_graph
@@ -62,6 +74,7 @@ class TFLiteBackend(FormatBackend):
         matched = tflite_graph.match(layers, model_bytes, str(artifact))
         return ArtifactLayers(
             ops=[op.op for op in matched], tensors=[op.out.name for op in matched],
-            precisions=["int8" if op.out.dtype in ("int8", "uint8", "int16") else "float" for op in matched],
+            precisions=["int16" if op.out.dtype == "int16" else "int8" if op.out.dtype in ("int8", "uint8") else "float"
+                        for op in matched],
             outputs=tflite_graph.layer_outputs(model_bytes, matched, images),
             weights=tflite_graph.filters(model_bytes, matched))

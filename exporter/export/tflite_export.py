@@ -10,8 +10,10 @@ from exporter.export.calibration import CalibrationSet
 from exporter.parameters import IOType, Quantization
 from exporter.stdio import silenced_python_output
 
-DYNAMIC_NOTE = ("dynamic-range int8 keeps float activations: on CPU it runs several times slower than fp32 in "
-                "LiteRT, and it does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights); prefer full int8")
+DYNAMIC_NOTE = ("dynamic-range int8 with a dynamic batch: LiteRT's XNNPACK delegate cannot take its hybrid ops when "
+                "shapes are computed at run time, and the builtin kernels run ~7x slower than fp32 (a fixed batch, "
+                "--static-batch 1, runs ~3.4x faster than fp32: benchmarks/RESULTS.md)")
+DYNAMIC_OLD_RUNTIMES = "dynamic-range int8 does not load in tflite-runtime 2.14 (TRANSPOSE_CONV weights)"
 INT16X8_NOTE = "int16x8 has no optimised CPU kernels (far slower than fp32 in LiteRT); use it for accuracy"
 
 
@@ -55,20 +57,23 @@ def convert_tflite(model, spec: ExportSpec | None = None, calibration: Calibrati
 
     spec = spec or ExportSpec("tflite")
     quantization, io = spec.quantization, spec.io
-    if quantization.needs_calibration and calibration is None:
+    if quantization.needs_calibration and calibration is None and not spec.qat:
         raise UserError(f"{quantization.value} quantization needs calibration frames (--data)")
     source = with_static_batch(model, spec.static_batch) if spec.static_batch else model
     source = with_argmax(source) if spec.argmax else source
     if spec.float_scope:
         return _convert_int8_selective(source, io, calibration, spec.float_scope)
+    if spec.int16_layers:
+        return _convert_int8_islands(source, io, calibration, spec.int16_layers)
     converter = tf.lite.TFLiteConverter.from_keras_model(source)
     if quantization is not Quantization.FP32:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantization is Quantization.FP16:
         converter.target_spec.supported_types = [tf.float16]
     elif quantization is Quantization.INT8:
-        converter.representative_dataset = calibration.tflite_representative_dataset()
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not spec.qat:  # a QAT model's FakeQuant ops carry the ranges it learned (integer-only checks the file)
+            converter.representative_dataset = calibration.tflite_representative_dataset()
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io is not IOType.FLOAT32:
             converter.inference_input_type = tf.uint8 if io is IOType.UINT8 else tf.int8
             if not spec.argmax:  # a class map is already an integer output
@@ -117,4 +122,29 @@ def _convert_int8_selective(source, io: IOType, calibration: CalibrationSet, sco
         if io is not IOType.FLOAT32:  # the same rewrite the converter applies for inference_input_type
             model_bytes = bytes(tflite_util.modify_model_io_type(
                 model_bytes, tf.uint8 if io is IOType.UINT8 else tf.int8, tf.float32))
+    return model_bytes
+
+
+def _convert_int8_islands(source, io: IOType, calibration: CalibrationSet, int16_layers: tuple[str, ...]) -> bytes:
+    """Int8 with the named layers' output tensors in int16 (A16W8), through ai-edge-quantizer's recipes
+    (``tflite_islands``); checked to be what it says: every island op computes in int16."""
+    import tensorflow as tf
+
+    from exporter.export import float_scope, tflite_graph, tflite_islands
+    from exporter.export.layers import keras_layers
+
+    layers = keras_layers(source)
+    named = float_scope.named_positions(layers, FloatScope(int16_layers), what="int16 layers")
+    with silenced_python_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        float_model = tf.lite.TFLiteConverter.from_keras_model(source).convert()
+    matched = tflite_graph.match(layers, float_model, "the float conversion (for int16 islands)")
+    island = tflite_islands.island_tensors(float_model, [matched[i].out.name for i in sorted(named)])
+    with silenced_python_output():
+        model_bytes = tflite_islands.quantize(float_model, calibration, island, io)
+    wide = {op.out.name for op in tflite_graph.ops(model_bytes) if op.out.dtype == "int16"}
+    missing = [name for name in island if name not in wide]
+    if missing:
+        raise UserError(f"int16 islands: {len(missing)} op(s) of the island did not come out in int16 "
+                        f"({missing[0][:80]}…)")
     return model_bytes

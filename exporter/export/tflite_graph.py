@@ -31,11 +31,13 @@ class Tensor:
 
 @dataclass(frozen=True)
 class Op:
-    """One op of the graph: its type, output tensors, and (for convolutions) the filter tensor's index."""
+    """One op of the graph: its type, output tensors, (for convolutions) the filter tensor's index, and the
+    indices of its input tensors (-1: an optional input left out)."""
 
     op: str
     outputs: tuple[Tensor, ...]
     filter: int | None
+    inputs: tuple[int, ...] = ()
 
     @property
     def out(self) -> Tensor:
@@ -56,7 +58,8 @@ def ops(model_bytes: bytes) -> list[Op]:
     found = []
     for op in interpreter._get_ops_details():
         filter_index = int(op["inputs"][1]) if op["op_name"] in WEIGHTED_OPS else None
-        found.append(Op(op["op_name"], tuple(tensor(t) for t in op["outputs"]), filter_index))
+        found.append(Op(op["op_name"], tuple(tensor(t) for t in op["outputs"]), filter_index,
+                        tuple(int(t) for t in op["inputs"])))
     return found
 
 
@@ -183,3 +186,37 @@ def io_types(model_bytes: bytes) -> tuple[str, str, dict]:
     scale, zero_point = inp["quantization"]
     output = "class_map" if len(out["shape"]) == 3 or out["shape"][-1] == 1 else "logits"
     return inp["dtype"].__name__, output, {"scale": float(scale), "zero_point": int(zero_point)}
+
+
+FLOAT_TYPES = ("float32", "float16", "float64", "bfloat16")
+
+
+def op_table(model_bytes: bytes) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Every op of the file, in order: (type, its input tensor types, its output tensor types), read from the
+    flatbuffer itself (no delegate: what a delegate would take over is listed op by op)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=model_bytes,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+
+    def dtype(index: int) -> str:
+        return interpreter._get_tensor_details(index, 0)["dtype"].__name__
+
+    return [(op["op_name"], tuple(dtype(t) for t in op["inputs"] if t >= 0), tuple(dtype(t) for t in op["outputs"]))
+            for op in interpreter._get_ops_details()]
+
+
+def float_ops(model_bytes: bytes) -> list[str]:
+    """The ops that read or write a float tensor (a float constant included), as 'TYPE (types in → types out)':
+    what an integer-only accelerator rejects or hands back to the CPU. Empty for an integer-only file."""
+    return [f"{op} ({', '.join(ins)} → {', '.join(outs)})" for op, ins, outs in op_table(model_bytes)
+            if any(t in FLOAT_TYPES for t in ins + outs)]
+
+
+def op_summary(model_bytes: bytes) -> str:
+    """'CONV_2D ×20 (int8), QUANTIZE ×4 (int16→int8), …': op types with their tensor types, in first-seen order."""
+    counts: dict[tuple[str, str], int] = {}
+    for op, ins, outs in op_table(model_bytes):
+        key = (op, "/".join(dict.fromkeys(t for t in ins if t != "int32")) + "→" + "/".join(dict.fromkeys(outs)))
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{op} ×{n} ({types})" for (op, types), n in counts.items())

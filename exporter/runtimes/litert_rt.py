@@ -93,15 +93,18 @@ def _quantization(details: dict) -> tuple[float, int]:
 def _model_precision(interpreter) -> str:
     """What the CPU kernels compute in, read from the tensor types (LiteRT itself does not say)."""
     counts: dict[str, int] = {}
+    asymmetric_int8 = False  # int8 activations (weights are symmetric): int16 tensors beside them are islands
     for tensor in interpreter.get_tensor_details():
         dtype = np.dtype(tensor["dtype"]).name
         scales = (tensor.get("quantization_parameters") or {}).get("scales")
         quantized = scales is not None and len(scales) > 0  # per-tensor or per-channel
         key = f"q{dtype}" if quantized and dtype in ("int8", "uint8", "int16") else dtype
         counts[key] = counts.get(key, 0) + 1
+        zero_points = (tensor.get("quantization_parameters") or {}).get("zero_points")
+        asymmetric_int8 |= key in ("qint8", "quint8") and zero_points is not None and bool(np.any(zero_points != 0))
     int8 = counts.get("qint8", 0) + counts.get("quint8", 0)
     if counts.get("qint16"):
-        return "int16x8"
+        return "int8 + int16 islands" if asymmetric_int8 else "int16x8"
     if int8 and int8 >= counts.get("float32", 0):
         return "int8"
     if int8:
