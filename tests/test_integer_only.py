@@ -185,8 +185,9 @@ def test_spec_rules_and_recipe_errors(tiny_run, tmp_path):
         ExportSpec("tflite", "fp16", equalize=True)
     with pytest.raises(UserError, match="fixed batch"):
         ExportSpec("tflite", "int8", io="uint8", int16_layers=("conv2d",))
-    with pytest.raises(UserError, match="for TFLite only"):
-        ExportSpec("onnx", "int8", integer_only=True)
+    with pytest.raises(UserError, match="--integer-only needs --quantize int8, not fp16"):
+        ExportSpec("onnx", "fp16", integer_only=True)
+    assert ExportSpec("onnx", "int8", int16_layers=("conv2d",)).file_name == "unet_int8_int16.onnx"  # no batch rule
     spec = ExportSpec("tflite", "int8", io="uint8", static_batch=1, int16_layers=("conv2d",), equalize=True)
     assert ExportSpec.from_dict(spec.to_dict()) == spec and spec.file_name == "unet_int8_int16_eq_uint8io_b1.tflite"
     bad = tmp_path / "bad.recipe.json"
@@ -233,6 +234,8 @@ def test_qat_fine_tunes_and_writes_a_full_integer_file_from_the_learned_ranges(t
     assert entry["spec"]["qat"] is True and "calibration" not in entry  # no calibration: the learned ranges
     assert entry["validation"]["pixel_agreement"] > 0.9
     assert float_ops((run / "unet_int8_qat_uint8io_argmax_b1.tflite").read_bytes()) == []
+    onnx_entry = _entry(run, "unet_int8_qat.onnx")
+    assert onnx_entry["spec"]["qat"] is True and onnx_entry["validation"]["pixel_agreement"] > 0.9
     # the scheme's coverage: a model with a batch norm is refused in one line
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.BatchNormalization()(keras.layers.Conv2D(2, 1)(inputs)))
@@ -258,3 +261,55 @@ def test_an_island_without_argmax_gives_uint8_logits_and_follows_every_producer(
     assert ops[-1].op == "QUANTIZE" and ops[-1].out.dtype == "uint8"  # int8 logits out as uint8, like TF's files
     assert tflite_graph.float_ops(path.read_bytes()) == []
     assert ctx.validate(path).pixel_agreement > 0.9
+
+
+def test_qat_exports_take_the_learned_ranges(tiny_artifacts):
+    """A range set on the head's quantizer is the head's int8 range in both files (no calibration decides it)."""
+    from onnx import numpy_helper
+
+    from exporter.contracts.export_spec import ExportSpec
+    from exporter.export.onnx_export import convert_onnx
+    from exporter.export.qat import to_qat
+    from exporter.export.tflite_export import convert_tflite
+
+    qat = to_qat(tiny_artifacts["model"])
+    head = [layer for layer in qat.layers if hasattr(layer, "output_quantizer")][-1]
+    head.output_quantizer.low.assign(-7.0)
+    head.output_quantizer.high.assign(9.0)
+    step = 16.0 / 255
+    model_bytes = convert_tflite(qat, ExportSpec("tflite", "int8", io="uint8", static_batch=1, qat=True))
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_bytes)
+    assert interpreter.get_output_details()[0]["quantization"][0] == pytest.approx(step, rel=1e-3)
+    proto = convert_onnx(qat, ExportSpec("onnx", "int8", qat=True), tiny_artifacts["calibration"])
+    constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    scales = [float(constants[n.input[1]]) for n in proto.graph.node
+              if n.op_type == "QuantizeLinear" and constants[n.input[1]].size == 1]
+    assert any(abs(scale - step) < 1e-3 * step for scale in scales), scales
+
+
+def test_onnx_int16_islands_are_uint16_qdq_and_integer_only(imbalanced_run, blocks_dir):
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter.errors import UserError
+    from exporter.export.onnx_backend import integer_only_note
+
+    run, producer, _ = imbalanced_run
+    result = CliRunner().invoke(cli, ["onnx", "--model", str(run / "model.keras"), "--data", str(blocks_dir),
+                                      "--integer-only", "--int16", producer, *FAST])
+    assert result.exit_code == 0, result.output
+    assert "integer-only, read back: 32 compute nodes" in result.output
+    entry = _entry(run, "unet_int8_int16.onnx")
+    assert entry["spec"]["int16_layers"] == [producer] and entry["spec"]["opset"] == 21  # what was written
+    proto = onnx.load(run / "unet_int8_int16.onnx")
+    constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    types = [constants[n.input[2]].dtype.name for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    assert types.count("uint16") == 1 and types.count("uint8") > 20  # the island's tensor, the rest 8-bit
+    assert entry["validation"]["pixel_agreement"] > 0.95
+    head = CliRunner().invoke(cli, ["onnx", "--model", str(run / "model.keras"), "--data", str(blocks_dir),
+                                    "--quantize", "int8", "--float-head", *FAST])
+    assert head.exit_code == 0, head.output
+    with pytest.raises(UserError, match="not integer-only: 1 compute node"):
+        integer_only_note(onnx.load(run / "unet_int8_floathead.onnx"))

@@ -383,12 +383,19 @@ def _recipe_fields(path: str, given: dict) -> dict:
               help="int8 types: u8s8 is ONNX Runtime's default; reduce-range (7-bit weights) or u8u8 keep x86 CPUs "
                    "without VNNI from saturating 16-bit sums (benchmarks/RESULTS.md).")
 @click.option("--equalize", is_flag=True, help=EQUALIZE_HELP)
+@click.option("--integer-only", is_flag=True,
+              help="With --quantize int8: every convolution, pooling and concatenation reads dequantized integer "
+                   "tensors (checked); --auto-fallback then keeps tensors in 16 bits (A16W8 QDQ), never float.")
+@click.option("--int16", "int16_layers", multiple=True, metavar="LAYER",
+              help="With --quantize int8: carry this conv's output tensor in uint16 (QDQ, opset 21); repeat for more.")
 @_fallback_options
 @handle_errors
-def onnx(quantize, float_head, opset, int8_scheme, equalize, **options) -> None:
+def onnx(quantize, float_head, opset, int8_scheme, equalize, integer_only, int16_layers, **options) -> None:
     """Export to ONNX (fp32, fp16, int8), validate it in ONNX Runtime, write atomically."""
-    _export(dict(format="onnx", quantization=quantize or "fp32", float_scope=_float_scope(float_head), opset=opset,
-                 int8_scheme=int8_scheme, equalize=equalize), options)
+    integer = integer_only or bool(int16_layers)
+    _export(dict(format="onnx", quantization=quantize or ("int8" if integer else "fp32"),
+                 float_scope=_float_scope(float_head), opset=opset, int8_scheme=int8_scheme, equalize=equalize,
+                 integer_only=integer_only, int16_layers=tuple(int16_layers)), options)
 
 
 @cli.command()
@@ -399,25 +406,32 @@ def onnx(quantize, float_head, opset, int8_scheme, equalize, **options) -> None:
 @click.option("--learning-rate", default=QATOptions().learning_rate, show_default=True,
               type=click.FloatRange(min=0, min_open=True))
 @click.option("--argmax/--logits", default=True, show_default=True,
-              help="A class map out (in-graph argmax on the int8 logits), or the int8 logits.")
+              help="TFLite: a class map out (in-graph argmax on the int8 logits), or the int8 logits.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True,
+              help="Also an int8 QDQ ONNX: the fine-tuned weights, each layer's learned range as its range.")
 @handle_errors
-def qat(epochs, batch_size, learning_rate, argmax, **options) -> None:
+def qat(epochs, batch_size, learning_rate, argmax, onnx, **options) -> None:
     """Quantization-aware fine-tuning in Keras 3, then a full-integer TFLite (uint8 in, batch 1, no float op)
-    from the learned ranges, validated against the original model."""
+    from the learned ranges and an int8 QDQ ONNX, validated against the original model."""
     from exporter.contracts.export_spec import ExportSpec
     from exporter.drift import Budget
     from exporter.export.api import ExportContext
     from exporter.export.qat import fine_tune
     from exporter.export.validate import format_table
 
-    spec = ExportSpec("tflite", "int8", io="uint8", argmax=argmax, static_batch=1, integer_only=True, qat=True)
+    specs = [ExportSpec("tflite", "int8", io="uint8", argmax=argmax, static_batch=1, integer_only=True, qat=True)]
+    if onnx:
+        specs.append(ExportSpec("onnx", "int8", qat=True))
     ctx = ExportContext.open(options["model_path"], options["data_dir"], options["validation_samples"],
                              options["seed"], log=echo, data=_data_choice(options))
     ctx.qat_model = fine_tune(ctx, QATOptions(epochs, batch_size, learning_rate), log=echo)
-    result = ctx.export(spec, options["out"], Budget(options["max_miou_drop"], options["min_agreement"]))
-    echo(format_table([(result.path.name, spec.quantization.value, result.validation)]))
-    echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
-         f"{result.entry.conversion_seconds:.1f}s)")
+    budget = Budget(options["max_miou_drop"], options["min_agreement"])
+    results = [ctx.export(spec, options["out"] if spec.format.value == "tflite" else None, budget,
+                          options["calibration_samples"]) for spec in specs]
+    echo(format_table([(r.path.name, "int8", r.validation) for r in results]))
+    for result in results:
+        echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
+             f"{result.entry.conversion_seconds:.1f}s)")
 
 
 @cli.command("quant-report")

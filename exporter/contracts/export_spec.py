@@ -56,7 +56,7 @@ FORMAT_OPTIONS: dict[ArtifactFormat, FormatOptions] = {
                            "int16_layers", "qat"})),
     ArtifactFormat.ONNX: FormatOptions(
         quantizations=(Quantization.FP32, Quantization.FP16, Quantization.INT8),
-        options=frozenset({"opset", "int8_scheme", "float_scope", "equalize"})),
+        options=frozenset({"opset", "int8_scheme", "float_scope", "equalize", "int16_layers", "integer_only", "qat"})),
 }
 # The CLI flag of each format-specific option, for messages.
 OPTION_FLAGS = {"io": "--io", "argmax": "--argmax", "metadata": "--no-metadata", "static_batch": "--static-batch",
@@ -127,14 +127,15 @@ class ExportSpec:
         if (self.integer_only or self.int16_layers) and self.float_scope:
             raise UserError("--integer-only and int16 islands keep nothing float: drop --float-head (int16 islands "
                             "are the integer way to keep a layer precise)")
-        if (self.integer_only or self.int16_layers) and self.io is IOType.FLOAT32:
+        tflite = self.format is ArtifactFormat.TFLITE
+        if tflite and (self.integer_only or self.int16_layers) and self.io is IOType.FLOAT32:
             raise UserError("--integer-only and int16 islands take integer input (a float input is a float QUANTIZE "
                             "op): --io uint8 (camera bytes) or --io int8")
         if self.qat and (self.quantization is not Quantization.INT8 or self.float_scope or self.int16_layers
                          or self.equalize):
             raise UserError("a QAT export is full int8 from the learned ranges: no float layers, int16 islands or "
                             "--equalize")
-        if self.int16_layers and not self.static_batch:
+        if tflite and self.int16_layers and not self.static_batch:
             raise UserError("int16 islands need a fixed batch (--static-batch 1): ai-edge-quantizer leaves a dynamic "
                             "batch's shape arithmetic in float")
 

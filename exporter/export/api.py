@@ -280,8 +280,10 @@ class ExportContext:
         """(the converted artifact, the calibration frames it used, seconds) — nothing written yet."""
         if spec.qat and self.qat_model is None:
             raise UserError(f"{self.model_path}: a QAT export needs the fine-tuned model: unet-export qat")
-        calibration = (self.calibration(calibration_samples) if spec.quantization.needs_calibration and not spec.qat
-                       else None)
+        # a QAT TFLite takes its ranges from the FakeQuant ops; a QAT ONNX calibrates what has no learned range
+        learned_only = spec.qat and spec.format.value == "tflite"
+        calibration = (self.calibration(calibration_samples) if spec.quantization.needs_calibration
+                       and not learned_only else None)
         started = time.perf_counter()
         model = self.qat_model if spec.qat else self.equalized(calibration, spec) if spec.equalize else self.model
         # the converter's per-model settings lines, not its errors; on a failure nothing: the one line says it

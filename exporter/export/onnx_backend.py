@@ -20,6 +20,29 @@ NO_VNNI_NOTE = ("this CPU has no VNNI (int8 dot product: vpmaddubsw): ONNX Runti
                 "--int8-scheme reduce-range holds on both kinds (benchmarks/RESULTS.md)")
 
 
+def integer_only_note(proto) -> str:
+    """What an integer-only QDQ file holds: every convolution, pooling and concatenation reads dequantized integer
+    tensors (an NPU runs the node units in integers); UserError naming the compute nodes left float."""
+    from exporter.export import onnx_graph
+
+    nodes = onnx_graph.compute_nodes(proto)
+    producers = {out: node.op_type for node in proto.graph.node for out in node.output}
+    float_nodes = [node["name"] for node in nodes
+                   if not node["quantized"] or any(producers.get(name) != "DequantizeLinear"
+                                                   for name in _activation_inputs(proto, node["name"]))]
+    if float_nodes:
+        raise UserError(f"not integer-only: {len(float_nodes)} compute node(s) read float tensors "
+                        f"({', '.join(float_nodes[:3])}) (nothing written)")
+    return f"integer-only, read back: {len(nodes)} compute nodes, each reading dequantized integer tensors"
+
+
+def _activation_inputs(proto, name: str) -> list[str]:
+    """The activation inputs of node ``name`` (the first input of a Conv/ConvTranspose/MaxPool; every input of a
+    Concat)."""
+    node = next(n for n in proto.graph.node if n.name == name)
+    return list(node.input) if node.op_type == "Concat" else [node.input[0]]
+
+
 class OnnxBackend(FormatBackend):
     format = ArtifactFormat.ONNX
     validating_runtime = "onnxruntime"
@@ -40,7 +63,10 @@ class OnnxBackend(FormatBackend):
 
         proto = convert_onnx(model, spec, calibration,
                              onnx_metadata(facts.labels, facts.describe(spec, "float32", "logits"), facts.scores))
-        return Converted(lambda path: onnx.save(proto, path), replace(spec, opset=spec.onnx_opset))
+        opset = max(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+        notes = (integer_only_note(proto),) if spec.integer_only else ()
+        # the opset written (ONNX Runtime moves a file with 16-bit Q/DQ to opset 21)
+        return Converted(lambda path: onnx.save(proto, path), replace(spec, opset=opset), notes=notes)
 
     def read_layers(self, artifact: Path, layers: list[KerasLayer], images: np.ndarray) -> ArtifactLayers:
         import onnx

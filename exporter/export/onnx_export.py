@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from exporter.contracts.export_spec import ExportSpec
+import numpy as np
+
+from exporter.contracts.export_spec import ExportSpec, FloatScope
 from exporter.errors import UserError
 from exporter.export.calibration import CalibrationSet
 from exporter.parameters import Int8Scheme, Quantization
@@ -65,6 +67,11 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
     spec = spec or ExportSpec("onnx")
     if spec.quantization is Quantization.INT8 and calibration is None:
         raise UserError("int8 ONNX quantization needs calibration frames (--data)")
+    ranges: dict[str, tuple[float, float]] = {}
+    if spec.qat:  # the fine-tuned float weights, quantized with the ranges the fine-tuning learned
+        from exporter.export.qat import learned
+
+        model, ranges = learned(model, original_model(model))
     height, width, channels = model.input_shape[1:]
     signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
     with silenced_python_output():
@@ -75,7 +82,7 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
 
         proto = float16.convert_float_to_float16(proto, keep_io_types=True)
     elif spec.quantization is Quantization.INT8:
-        proto = quantize_int8(proto, calibration, model, spec)
+        proto = quantize_int8(proto, calibration, model, spec, ranges)
     set_metadata(proto, metadata or {})
     onnx.checker.check_model(proto)
     return proto
@@ -93,9 +100,24 @@ def working_dir(path: str | Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec):
+def original_model(qat_model):
+    """The model a QAT model was made from: its layers with the QAT classes replaced by Keras' own."""
+    import keras
+
+    def plain(layer):
+        base = next(cls for cls in type(layer).__mro__ if cls.__module__.startswith("keras."))
+        config = {k: v for k, v in layer.get_config().items() if k != "quantize_input"}
+        return base.from_config(config)
+
+    return keras.models.clone_model(qat_model, clone_function=plain)
+
+
+def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec,
+                  ranges: dict[str, tuple[float, float]] | None = None):
     """ONNX Runtime static quantization: QDQ, per-channel weights, uint8 activations, the types of
-    ``spec.int8_scheme``; the float scope (Keras layers of ``model``, matched by graph order) left float."""
+    ``spec.int8_scheme``; the float scope (Keras layers of ``model``, matched by graph order) left float, and the
+    int16 islands' tensors in uint16 (A16W8 QDQ, as Qualcomm's HTP takes it); ``ranges`` (Keras layer name →
+    (min, max), a QAT model's learned ones) replace the calibrated range of those layers' output tensors."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -111,16 +133,31 @@ def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec):
         except Exception:  # ORT's symbolic shape inference gives up on some graphs (e.g. a Resize of a dynamic
             # batch: "Incomplete symbolic shape inference"); ONNX's own shape inference is enough for QDQ
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        excluded = []
+        excluded, overrides = [], {}
         if spec.float_scope:
             layers = keras_layers(model)
             excluded = onnx_graph.float_nodes(layers, onnx.load(pre), float_scope.named_positions(layers, spec.float_scope),
                                               spec.float_scope.head)
+        if spec.int16_layers:  # 16-bit activations on the islands' tensors (ORT moves the file to opset 21)
+            layers = keras_layers(model)
+            named = float_scope.named_positions(layers, FloatScope(spec.int16_layers), what="int16 layers")
+            overrides = {tensor: [{"quant_type": QuantType.QUInt16}]
+                         for tensor in onnx_graph.island_tensors(layers, onnx.load(pre), named)}
+        if ranges:
+            layers = keras_layers(model)
+            nodes = onnx_graph.compute_nodes(onnx.load(pre))
+            if len(nodes) != len(layers):
+                raise UserError(f"QAT ranges: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
+                                f"Keras model's {len(layers)} layers")
+            for layer, node in zip(layers, nodes, strict=True):
+                if layer.name in ranges:
+                    low, high = ranges[layer.name]
+                    overrides[node["tensor"]] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
         quantize_static(
             str(pre), str(dst), calibration.onnx_reader(INPUT_NAME),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
             weight_type=QuantType.QUInt8 if spec.int8_scheme is Int8Scheme.U8U8 else QuantType.QInt8,
             reduce_range=spec.int8_scheme is Int8Scheme.REDUCE_RANGE, calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=excluded,
+            nodes_to_exclude=excluded, extra_options={"TensorQuantOverrides": overrides} if overrides else None,
         )
         return onnx.load(dst)

@@ -75,6 +75,32 @@ def match(layers: list[KerasLayer], proto, images: np.ndarray, what: str = "the 
     return nodes
 
 
+PASS_ON = ("MaxPool", "Concat", "Transpose", "Reshape", "Identity")  # nodes that hand a tensor's values on
+
+
+def island_tensors(layers: list[KerasLayer], proto, named: set[int]) -> list[str]:
+    """The tensors an int16 island of each layer at ``named`` spans: the layer's output (past its activation) and
+    the outputs of the nodes passing it on unchanged (pooling, concatenation, layout), whose readers then read
+    16 bits."""
+    nodes = compute_nodes(proto)
+    if len(nodes) != len(layers):
+        raise UserError(f"int16 layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
+                        f"Keras model's {len(layers)} layers")
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: list[str] = []
+    todo = [nodes[i]["tensor"] for i in sorted(named)]
+    while todo:
+        tensor = todo.pop()
+        if tensor in found:
+            continue
+        found.append(tensor)
+        todo += [node.output[0] for node in consumers.get(tensor, []) if node.op_type in PASS_ON]
+    return found
+
+
 def float_nodes(layers: list[KerasLayer], proto, named: set[int], head: bool) -> list[str]:
     """Node names to leave out of quantization: the compute layers at ``named`` positions (each conv with its
     batch norm and activation, matched by graph order), and with ``head`` the last Conv and every node after it."""

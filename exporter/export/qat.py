@@ -7,7 +7,9 @@ weights' own, as tfmot's LastValueQuantizer), and every convolution, transposed 
 output (and the model input, pinned to [0, 1]) through an asymmetric 8-bit one whose range is a moving average of
 the batches' min/max while training (tfmot's MovingAverageQuantizer); gradients pass straight through.
 TensorFlow's converter reads those FakeQuant ops as the quantization parameters: the int8 file is made from the
-ranges the fine-tuning learned, with no calibration.
+ranges the fine-tuning learned, with no calibration. ONNX Runtime's quantizer has no FakeQuant: the ONNX file is the
+fine-tuned float weights (``learned``) quantized with each layer's learned range as its calibration range
+(``TensorQuantOverrides`` rmin/rmax); the tensors without one (pooling outputs, the input) are calibrated.
 
 Host side (Keras on the TensorFlow backend).
 """
@@ -150,6 +152,27 @@ def to_qat(model):
             target = qat.get_layer(layer.name)
             target.set_weights(weights + target.get_weights()[len(weights):])
     return qat
+
+
+def learned(qat, original) -> tuple[object, dict[str, tuple[float, float]]]:
+    """The fine-tuned weights in ``original``'s own layers (a float copy, no fake quantization), and the learned
+    output range of each layer that has one (Keras layer name → (min, max)): what an exporter without FakeQuant
+    ops (ONNX Runtime's quantizer) takes as its ranges."""
+    import keras
+
+    twin = keras.models.clone_model(original)
+    ranges = {}
+    for layer in original.layers:
+        weights = layer.get_weights()
+        if not weights and not hasattr(qat.get_layer(layer.name), "output_quantizer"):
+            continue
+        trained = qat.get_layer(layer.name)
+        if weights:
+            twin.get_layer(layer.name).set_weights(trained.get_weights()[:len(weights)])
+        quantizer = getattr(trained, "output_quantizer", None)
+        if quantizer is not None:
+            ranges[layer.name] = (float(quantizer.low.numpy()), float(quantizer.high.numpy()))
+    return twin, ranges
 
 
 @dataclass(frozen=True)
