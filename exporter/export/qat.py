@@ -191,6 +191,7 @@ def fine_tune(ctx, options: QATOptions = QATOptions(), log: Callable[[str], None
     frames = ctx.calibration_pool.index.load(list(ctx.calibration_pool.positions))
     masks = frames.masks.astype(np.int32)
     ignore = ctx.fmt.ignore_index
+    keras.utils.set_random_seed(ctx.seed)  # the same fine-tuning on a re-run (shuffling, dropout)
     qat = to_qat(ctx.model)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=ctx.output_activation == "logits",
                                                       ignore_class=ignore)
