@@ -298,7 +298,7 @@ def _export(spec_fields: dict, options: dict) -> None:
     echo(f"wrote {result.path} ({result.entry.size_bytes / 1e6:.2f} MB, converted in "
          f"{result.entry.conversion_seconds:.1f}s)")
     written = result.entry.spec
-    if written.format.value == "tflite" and (written.equalize or written.int16_layers or written.float_scope.layers):
+    if written.format is ArtifactFormat.TFLITE and (written.equalize or written.int16_layers or written.float_scope.layers):
         from exporter.contracts.export_spec import recipe_of
         from exporter.fileio import write_json_atomic
 
@@ -426,7 +426,7 @@ def qat(epochs, batch_size, learning_rate, argmax, onnx, **options) -> None:
                              options["seed"], log=echo, data=_data_choice(options))
     ctx.qat_model = fine_tune(ctx, QATOptions(epochs, batch_size, learning_rate), log=echo)
     budget = Budget(options["max_miou_drop"], options["min_agreement"])
-    results = [ctx.export(spec, options["out"] if spec.format.value == "tflite" else None, budget,
+    results = [ctx.export(spec, options["out"] if spec.format is ArtifactFormat.TFLITE else None, budget,
                           options["calibration_samples"]) for spec in specs]
     echo(format_table([(r.path.name, "int8", r.validation) for r in results]))
     for result in results:

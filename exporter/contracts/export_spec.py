@@ -83,12 +83,13 @@ class ExportSpec:
     static_batch: int | None = None
     # int8: cross-layer equalization and bias correction of the Keras model before conversion (export/equalize.py)
     equalize: bool = False
-    # TFLite int8: no float op in the file (read back and checked when written); nothing kept float
+    # int8: no float op in the file (TFLite; ONNX: no compute node reads a float tensor), read back and checked
+    # when written; nothing kept float
     integer_only: bool = False
-    # TFLite int8: Keras layers whose output tensors run in int16 with int8 weights (A16W8 islands: the producer,
-    # what passes the tensor on unchanged, and its readers; export/tflite_islands.py)
+    # int8: Keras layers whose output tensors run in 16 bits with int8 weights (A16W8 islands: the producer, what
+    # passes the tensor on unchanged, and its readers; export/tflite_islands.py, onnx_graph.island_tensors)
     int16_layers: tuple[str, ...] = ()
-    # TFLite int8 from a quantization-aware fine-tuned model's learned ranges (export/qat.py), no calibration
+    # int8 from a quantization-aware fine-tuned model's learned ranges (export/qat.py)
     qat: bool = False
 
     def __post_init__(self) -> None:

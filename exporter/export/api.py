@@ -30,7 +30,12 @@ from exporter.export.calibration import CalibrationSet, balanced_pick
 from exporter.export.formats import backend_for, backend_of
 from exporter.export.validate import compare_outputs, run_artifact
 from exporter.fileio import atomic_path, check_writable, read_lines, sha256_file
-from exporter.parameters import CALIBRATION_SAMPLES, MIN_CALIBRATION_SAMPLES, VALIDATION_SAMPLES
+from exporter.parameters import (
+    CALIBRATION_SAMPLES,
+    MIN_CALIBRATION_SAMPLES,
+    VALIDATION_SAMPLES,
+    ArtifactFormat,
+)
 from exporter.runtimes.base import ModelLoadError, predict_in_batches
 from exporter.stdio import CONVERTER_NOISE, filtered_stderr
 
@@ -180,7 +185,7 @@ class ExportContext:
     reference_logits: np.ndarray
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
-    _equalized: dict = field(default_factory=dict, repr=False)  # calibration indices → (model, EqualizeReport)
+    _equalized: dict = field(default_factory=dict, repr=False)  # (indices, kept float, levels) → (model, report)
     qat_model: object = field(default=None, repr=False)  # set by ``unet-export qat`` (export/qat.py)
 
     @property
@@ -281,7 +286,7 @@ class ExportContext:
         if spec.qat and self.qat_model is None:
             raise UserError(f"{self.model_path}: a QAT export needs the fine-tuned model: unet-export qat")
         # a QAT TFLite takes its ranges from the FakeQuant ops; a QAT ONNX calibrates what has no learned range
-        learned_only = spec.qat and spec.format.value == "tflite"
+        learned_only = spec.qat and spec.format is ArtifactFormat.TFLITE
         calibration = (self.calibration(calibration_samples) if spec.quantization.needs_calibration
                        and not learned_only else None)
         started = time.perf_counter()

@@ -4,8 +4,9 @@
 Quantize everything; while the budget is missed, keep one more *tensor* wider: of the ``candidates_per_step``
 convolutions adding the most error in the last attempt (its quantization report) and the classifier head, the
 one whose attempt agrees best with Keras. A tensor kept wider is its producer's output and its readers' input:
-in float, the producer and the convolutions reading it (through pooling and concatenation) are kept float
-together; with ``--integer-only``, an int16 island spans them (``tflite_islands``). Each attempt is printed (drop, agreement, size). The first one within
+in float, the producer and the convolutions reading it directly are kept float together; with ``--integer-only``
+(or ``--int16``), an int16 island spans them (``tflite_islands``, ``onnx_graph.island_tensors``). Each attempt
+is printed (drop, agreement, size). The first one within
 the budget is written and recorded with a ``FallbackRecord`` (layers kept float, why, every step), and its
 latency is measured against the first attempt's (``ExportResult.fallback_latency_ms``); none within
 ``max_float_layers`` → CheckFailed with the best attempt's numbers, nothing written under the final name.
@@ -39,6 +40,11 @@ class FallbackOptions:
     measure_latency: bool = True
 
 
+def keeps_int16(spec: ExportSpec) -> bool:
+    """Whether a search from ``spec`` keeps tensors in int16 islands (never float)."""
+    return spec.integer_only or bool(spec.int16_layers)
+
+
 class _Search:
     """The attempts of one search, each written to a scratch folder and validated."""
 
@@ -50,8 +56,7 @@ class _Search:
 
     @property
     def integer(self) -> bool:
-        """Whether the search keeps tensors in int16 islands (never float)."""
-        return self.spec.integer_only or bool(self.spec.int16_layers)
+        return keeps_int16(self.spec)
 
     @property
     def wider(self) -> str:
@@ -125,7 +130,7 @@ def export_with_fallback(ctx: ExportContext, spec: ExportSpec, out: str | Path |
         raise UserError("--auto-fallback needs --quantize int8")
     if not budget.is_set:
         raise UserError("--auto-fallback needs a budget: --max-miou-drop and/or --min-agreement")
-    integer = spec.integer_only or bool(spec.int16_layers)
+    integer = keeps_int16(spec)
     final = check_writable(Path(out) if out else ctx.run.path / spec.file_name_with("autoint16" if integer
                                                                                      else "autofallback"))
     with tempfile.TemporaryDirectory(prefix="unet-export-fallback-") as tmp:

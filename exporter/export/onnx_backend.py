@@ -25,22 +25,20 @@ def integer_only_note(proto) -> str:
     tensors (an NPU runs the node units in integers); UserError naming the compute nodes left float."""
     from exporter.export import onnx_graph
 
-    nodes = onnx_graph.compute_nodes(proto)
+    by_name = {node.name: node for node in proto.graph.node}
     producers = {out: node.op_type for node in proto.graph.node for out in node.output}
-    float_nodes = [node["name"] for node in nodes
-                   if not node["quantized"] or any(producers.get(name) != "DequantizeLinear"
-                                                   for name in _activation_inputs(proto, node["name"]))]
+
+    def reads_integers(name: str) -> bool:
+        node = by_name[name]  # every input of a Concat; the activation input of a Conv, ConvTranspose or MaxPool
+        inputs = node.input if node.op_type == "Concat" else node.input[:1]
+        return all(producers.get(tensor) == "DequantizeLinear" for tensor in inputs)
+
+    nodes = onnx_graph.compute_nodes(proto)
+    float_nodes = [node["name"] for node in nodes if not node["quantized"] or not reads_integers(node["name"])]
     if float_nodes:
         raise UserError(f"not integer-only: {len(float_nodes)} compute node(s) read float tensors "
                         f"({', '.join(float_nodes[:3])}) (nothing written)")
     return f"integer-only, read back: {len(nodes)} compute nodes, each reading dequantized integer tensors"
-
-
-def _activation_inputs(proto, name: str) -> list[str]:
-    """The activation inputs of node ``name`` (the first input of a Conv/ConvTranspose/MaxPool; every input of a
-    Concat)."""
-    node = next(n for n in proto.graph.node if n.name == name)
-    return list(node.input) if node.op_type == "Concat" else [node.input[0]]
 
 
 class OnnxBackend(FormatBackend):

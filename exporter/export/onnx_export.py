@@ -71,7 +71,7 @@ def convert_onnx(model, spec: ExportSpec | None = None, calibration: Calibration
     if spec.qat:  # the fine-tuned float weights, quantized with the ranges the fine-tuning learned
         from exporter.export.qat import learned
 
-        model, ranges = learned(model, original_model(model))
+        model, ranges = learned(model)
     height, width, channels = model.input_shape[1:]
     signature = [tf.TensorSpec((None, height, width, channels), tf.float32, name=INPUT_NAME)]
     with silenced_python_output():
@@ -100,18 +100,6 @@ def working_dir(path: str | Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def original_model(qat_model):
-    """The model a QAT model was made from: its layers with the QAT classes replaced by Keras' own."""
-    import keras
-
-    def plain(layer):
-        base = next(cls for cls in type(layer).__mro__ if cls.__module__.startswith("keras."))
-        config = {k: v for k, v in layer.get_config().items() if k != "quantize_input"}
-        return base.from_config(config)
-
-    return keras.models.clone_model(qat_model, clone_function=plain)
-
-
 def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec,
                   ranges: dict[str, tuple[float, float]] | None = None):
     """ONNX Runtime static quantization: QDQ, per-channel weights, uint8 activations, the types of
@@ -134,22 +122,17 @@ def quantize_int8(proto, calibration: CalibrationSet, model, spec: ExportSpec,
             # batch: "Incomplete symbolic shape inference"); ONNX's own shape inference is enough for QDQ
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         excluded, overrides = [], {}
+        if spec.float_scope or spec.int16_layers or ranges:
+            layers, graph = keras_layers(model), onnx.load(pre)
         if spec.float_scope:
-            layers = keras_layers(model)
-            excluded = onnx_graph.float_nodes(layers, onnx.load(pre), float_scope.named_positions(layers, spec.float_scope),
+            excluded = onnx_graph.float_nodes(layers, graph, float_scope.named_positions(layers, spec.float_scope),
                                               spec.float_scope.head)
         if spec.int16_layers:  # 16-bit activations on the islands' tensors (ORT moves the file to opset 21)
-            layers = keras_layers(model)
             named = float_scope.named_positions(layers, FloatScope(spec.int16_layers), what="int16 layers")
             overrides = {tensor: [{"quant_type": QuantType.QUInt16}]
-                         for tensor in onnx_graph.island_tensors(layers, onnx.load(pre), named)}
+                         for tensor in onnx_graph.island_tensors(layers, graph, named)}
         if ranges:
-            layers = keras_layers(model)
-            nodes = onnx_graph.compute_nodes(onnx.load(pre))
-            if len(nodes) != len(layers):
-                raise UserError(f"QAT ranges: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
-                                f"Keras model's {len(layers)} layers")
-            for layer, node in zip(layers, nodes, strict=True):
+            for layer, node in zip(layers, onnx_graph.aligned_nodes(layers, graph, "QAT ranges"), strict=True):
                 if layer.name in ranges:
                     low, high = ranges[layer.name]
                     overrides[node["tensor"]] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]

@@ -78,18 +78,31 @@ def match(layers: list[KerasLayer], proto, images: np.ndarray, what: str = "the 
 PASS_ON = ("MaxPool", "Concat", "Transpose", "Reshape", "Identity")  # nodes that hand a tensor's values on
 
 
-def island_tensors(layers: list[KerasLayer], proto, named: set[int]) -> list[str]:
-    """The tensors an int16 island of each layer at ``named`` spans: the layer's output (past its activation) and
-    the outputs of the nodes passing it on unchanged (pooling, concatenation, layout), whose readers then read
-    16 bits."""
+def aligned_nodes(layers: list[KerasLayer], proto, what: str) -> list[dict]:
+    """The compute nodes, one per Keras compute layer by graph order (UserError naming ``what`` when their
+    counts differ)."""
     nodes = compute_nodes(proto)
     if len(nodes) != len(layers):
-        raise UserError(f"int16 layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
+        raise UserError(f"{what}: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
                         f"Keras model's {len(layers)} layers")
+    return nodes
+
+
+def _consumers(proto) -> dict[str, list]:
+    """Tensor name → the nodes reading it."""
     consumers: dict[str, list] = {}
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    return consumers
+
+
+def island_tensors(layers: list[KerasLayer], proto, named: set[int]) -> list[str]:
+    """The tensors an int16 island of each layer at ``named`` spans: the layer's output (past its activation) and
+    the outputs of the nodes passing it on unchanged (pooling, concatenation, layout), whose readers then read
+    16 bits."""
+    nodes = aligned_nodes(layers, proto, "int16 layers")
+    consumers = _consumers(proto)
     found: list[str] = []
     todo = [nodes[i]["tensor"] for i in sorted(named)]
     while todo:
@@ -106,10 +119,7 @@ def float_nodes(layers: list[KerasLayer], proto, named: set[int], head: bool) ->
     batch norm and activation, matched by graph order), and with ``head`` the last Conv and every node after it."""
     names = []
     if named:
-        nodes = compute_nodes(proto)
-        if len(nodes) != len(layers):
-            raise UserError(f"float layers: the ONNX graph's {len(nodes)} compute nodes do not line up with the "
-                            f"Keras model's {len(layers)} layers")
+        nodes = aligned_nodes(layers, proto, "float layers")
         names += [name for i in sorted(named) for name in nodes[i]["nodes"]]
     if head:
         names += _downstream(proto, [n for n in proto.graph.node if n.op_type == "Conv"][-1])
@@ -118,10 +128,7 @@ def float_nodes(layers: list[KerasLayer], proto, named: set[int], head: bool) ->
 
 def _downstream(proto, start) -> list[str]:
     """``start`` and every node that reads what it computes, directly or not."""
-    consumers: dict[str, list] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = _consumers(proto)
     found, frontier = {start.name: start}, [start]
     while frontier:
         node = frontier.pop()

@@ -154,21 +154,23 @@ def to_qat(model):
     return qat
 
 
-def learned(qat, original) -> tuple[object, dict[str, tuple[float, float]]]:
-    """The fine-tuned weights in ``original``'s own layers (a float copy, no fake quantization), and the learned
-    output range of each layer that has one (Keras layer name → (min, max)): what an exporter without FakeQuant
-    ops (ONNX Runtime's quantizer) takes as its ranges."""
+def learned(qat) -> tuple[object, dict[str, tuple[float, float]]]:
+    """The fine-tuned weights in Keras' own layers (a float copy, no fake quantization), and the learned output
+    range of each layer that has one (Keras layer name → (min, max)): what an exporter without FakeQuant ops
+    (ONNX Runtime's quantizer) takes as its ranges."""
     import keras
 
-    twin = keras.models.clone_model(original)
+    def plain(layer):  # the Keras class a QAT class extends, from the same config
+        base = next(cls for cls in type(layer).__mro__ if cls.__module__.startswith("keras."))
+        return base.from_config({k: v for k, v in layer.get_config().items() if k != "quantize_input"})
+
+    twin = keras.models.clone_model(qat, clone_function=plain)
     ranges = {}
-    for layer in original.layers:
-        weights = layer.get_weights()
-        if not weights and not hasattr(qat.get_layer(layer.name), "output_quantizer"):
-            continue
+    for layer in twin.layers:
         trained = qat.get_layer(layer.name)
-        if weights:
-            twin.get_layer(layer.name).set_weights(trained.get_weights()[:len(weights)])
+        count = len(layer.weights)
+        if count:
+            layer.set_weights(trained.get_weights()[:count])
         quantizer = getattr(trained, "output_quantizer", None)
         if quantizer is not None:
             ranges[layer.name] = (float(quantizer.low.numpy()), float(quantizer.high.numpy()))

@@ -7,9 +7,10 @@ by configuring its producer, every op it passes through unchanged (max-pooling, 
 the ops that finally compute on it: keeping only the producer wider would hand the consumer an int8 copy of
 the same tensor, with the same damage.
 
-Two rewrites follow so that the file is what our int8 files are: the float ARG_MAX the quantizer leaves after a
-DEQUANTIZE takes the integer logits directly (argmax of a per-tensor affine map with a positive scale is the
-argmax of its integers), and a uint8 input (camera bytes) is fed through a QUANTIZE op to the int8 input.
+Rewrites follow so that the file is what our int8 files are: the op codes' old byte-sized field set as readers
+expect it; the float ARG_MAX the quantizer leaves after a DEQUANTIZE takes the integer logits directly (argmax of
+a per-tensor affine map with a positive scale is the argmax of its integers); a uint8 input (camera bytes) is fed
+through a QUANTIZE op to the int8 input, and int8 logits go out as uint8.
 
 Host side (TensorFlow, ai-edge-quantizer).
 """
@@ -79,8 +80,8 @@ def quantize(float_bytes: bytes, calibration: CalibrationSet, island: list[str],
 
 
 def _rewrite(model_bytes: bytes, io: IOType) -> bytes:
-    """Op codes readable by every reader, ARG_MAX on the integer logits (its DEQUANTIZE dropped), and a uint8
-    input through a QUANTIZE op."""
+    """Op codes readable by every reader, ARG_MAX on the integer logits (its DEQUANTIZE dropped; int16 logits cast
+    to int32), and with ``io`` uint8 a uint8 input (and int8 logits out as uint8) through QUANTIZE ops."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -93,18 +94,19 @@ def _rewrite(model_bytes: bytes, io: IOType) -> bytes:
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
     def kind(op) -> str:
-        code = model.operatorCodes[op.opcodeIndex]
-        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+        return names.get(model.operatorCodes[op.opcodeIndex].builtinCode, "")
 
-    def code_of(builtin: int) -> int:
-        for i, code in enumerate(model.operatorCodes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-                return i
-        code = schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = builtin
-        code.version = 1
-        model.operatorCodes.append(code)
-        return len(model.operatorCodes) - 1
+    def new_op(builtin: int, inputs: list[int], outputs: list[int]):
+        codes = [code.builtinCode for code in model.operatorCodes]
+        if builtin not in codes:
+            code = schema.OperatorCodeT()
+            code.builtinCode = code.deprecatedBuiltinCode = builtin
+            code.version = 1
+            model.operatorCodes.append(code)
+            codes.append(builtin)
+        op = schema.OperatorT()
+        op.opcodeIndex, op.inputs, op.outputs = codes.index(builtin), inputs, outputs
+        return op
 
     def new_tensor(like, name: bytes, dtype: int) -> int:
         tensor = schema.TensorT()
@@ -113,10 +115,20 @@ def _rewrite(model_bytes: bytes, io: IOType) -> bytes:
         graph.tensors.append(tensor)
         return len(graph.tensors) - 1
 
-    def new_op(builtin: int, inputs: list[int], outputs: list[int]):
-        op = schema.OperatorT()
-        op.opcodeIndex, op.inputs, op.outputs = code_of(builtin), inputs, outputs
-        return op
+    def as_uint8(index: int, name: bytes) -> int:
+        """A uint8 twin of int8 tensor ``index`` (zero point + 128, same scale): the same real values."""
+        like = graph.tensors[index]
+        twin = new_tensor(like, name, schema.TensorType.UINT8)
+        graph.tensors[twin].quantization = schema.QuantizationParametersT()
+        graph.tensors[twin].quantization.scale = list(like.quantization.scale)
+        graph.tensors[twin].quantization.zeroPoint = [int(z) + 128 for z in like.quantization.zeroPoint]
+        return twin
+
+    def repoint(maps, old: int, new: int) -> None:
+        for signature in model.signatureDefs or []:
+            for tensor_map in getattr(signature, maps):
+                if tensor_map.tensorIndex == old:
+                    tensor_map.tensorIndex = new
 
     writers = {out: op for op in graph.operators for out in op.outputs}
     for op in list(graph.operators):
@@ -134,31 +146,15 @@ def _rewrite(model_bytes: bytes, io: IOType) -> bytes:
                                                                      [wide]))
             op.inputs[0] = wide
     if io is IOType.UINT8:
-        old = graph.tensors[graph.inputs[0]]
-        if old.type != schema.TensorType.INT8:
-            raise UserError(f"int16 islands: the quantized input is {old.type}, not int8")
-        old_index = graph.inputs[0]
-        graph.inputs[0] = new_tensor(old, b"camera_bytes", schema.TensorType.UINT8)
-        new = graph.tensors[graph.inputs[0]]
-        new.quantization = schema.QuantizationParametersT()
-        new.quantization.scale = list(old.quantization.scale)
-        new.quantization.zeroPoint = [int(z) + 128 for z in old.quantization.zeroPoint]
-        graph.operators.insert(0, new_op(schema.BuiltinOperator.QUANTIZE, [graph.inputs[0]], [old_index]))
-        logits = graph.tensors[graph.outputs[0]]
-        if logits.type == schema.TensorType.INT8:  # int8 logits out as uint8, as TensorFlow's converter writes them
-            old_out = graph.outputs[0]
-            graph.outputs[0] = new_tensor(logits, logits.name + b"/uint8", schema.TensorType.UINT8)
-            out = graph.tensors[graph.outputs[0]]
-            out.quantization = schema.QuantizationParametersT()
-            out.quantization.scale = list(logits.quantization.scale)
-            out.quantization.zeroPoint = [int(z) + 128 for z in logits.quantization.zeroPoint]
-            graph.operators.append(new_op(schema.BuiltinOperator.QUANTIZE, [old_out], [graph.outputs[0]]))
-            for signature in model.signatureDefs or []:
-                for tensor_map in signature.outputs:
-                    if tensor_map.tensorIndex == old_out:
-                        tensor_map.tensorIndex = graph.outputs[0]
-        for signature in model.signatureDefs or []:
-            for tensor_map in signature.inputs:
-                if tensor_map.tensorIndex == old_index:
-                    tensor_map.tensorIndex = graph.inputs[0]
+        old = graph.inputs[0]
+        if graph.tensors[old].type != schema.TensorType.INT8:
+            raise UserError(f"int16 islands: the quantized input is {graph.tensors[old].type}, not int8")
+        graph.inputs[0] = as_uint8(old, b"camera_bytes")
+        graph.operators.insert(0, new_op(schema.BuiltinOperator.QUANTIZE, [graph.inputs[0]], [old]))
+        repoint("inputs", old, graph.inputs[0])
+        old = graph.outputs[0]
+        if graph.tensors[old].type == schema.TensorType.INT8:  # int8 logits out as uint8, as TensorFlow writes them
+            graph.outputs[0] = as_uint8(old, graph.tensors[old].name + b"/uint8")
+            graph.operators.append(new_op(schema.BuiltinOperator.QUANTIZE, [old], [graph.outputs[0]]))
+            repoint("outputs", old, graph.outputs[0])
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
