@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup test test-avx2 test-arm64 test-zoo test-fleet test-distributed fuzz demo lint clean
+.PHONY: setup setup-web test test-web test-avx2 test-arm64 test-zoo test-fleet test-distributed fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -14,8 +14,30 @@ $(STAMP): pyproject.toml constraints/host.txt
 	$(BIN)/python -m pip install --quiet -c constraints/host.txt -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) setup-web
 	$(BIN)/python -m pytest -q
+
+# The browser side (unet-bench's web rows, unet-export webapp): a Chromium from the distribution when none is on
+# the PATH (apt-get as root; otherwise it says how, and the web rows skip saying so), and the npm packages pinned
+# in exporter/web/package-lock.json (npm ci, no install scripts). Never a browser downloaded by a package.
+WEB := exporter/web
+WEB_STAMP := $(WEB)/node_modules/.installed
+setup-web: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
+	@if command -v chromium >/dev/null || command -v google-chrome >/dev/null || [ -n "$$UNET_BROWSER" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "setup-web: installing Chromium from the distribution (apt-get install chromium)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	    || echo "setup-web: apt-get could not install chromium: the web rows will be skipped"; \
+	else echo "setup-web: no Chromium here and no apt-get as root: install chromium (or set UNET_BROWSER) for the web rows"; fi
+	@if command -v npm >/dev/null; then cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
+	  && touch node_modules/.installed; \
+	else echo "setup-web: no npm here (apt-get install nodejs npm): the web rows will be skipped"; fi
+
+# The web rows alone, on the demo's files if present (artifacts/demo): every web runtime and backend.
+test-web: $(STAMP) setup-web
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_web.py
 
 # The suite on an emulated AVX2/FMA-only CPU (AMD Zen 3, no AVX-512, no VNNI), whatever this machine has:
 # qemu-user's CPUID is what TensorFlow, LiteRT, ONNX Runtime and OpenVINO dispatch their kernels on.

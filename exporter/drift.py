@@ -188,9 +188,13 @@ def beyond_export(row: BenchRow, rows: Sequence[BenchRow] = (), cpu: str | None 
     fine = [r for r in rows if r.artifact == row.artifact and r.ok and r.runtime != row.runtime
             and beyond_export(r) is None and r.score("agreement_vs_reference") is not None]
     where = f" ({cpu})" if cpu else ""
+    cause = f"this runtime's kernels on this CPU{where}"
+    if row.browser:  # a web row: the runtime's backend in that browser (a silent wrong answer, not an error)
+        backend = row.browser.get("backend") or (row.providers or ("?",))[0]
+        software = " on SwiftShader (software)" if row.browser.get("software_rasterizer") and row.device == "gpu" else ""
+        cause = f"{backend} in {row.browser.get('version') or row.browser.get('name')}{software}, with no error"
     note = (f"{row.artifact} on {row.runtime}/{row.device}: pixel agreement {agreement:.2%} here against "
-            f"{row.export_agreement:.2%} when the file was exported: this runtime's kernels on this CPU{where}, "
-            "not the model")
+            f"{row.export_agreement:.2%} when the file was exported: {cause}, not the model")
     if fine:
         note += f"; the same file on {fine[0].runtime}: {fine[0].score('agreement_vs_reference'):.2%}"
     return note

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from exporter.contracts.checks import ContractError
@@ -11,10 +13,10 @@ from exporter.errors import UserError
 from exporter.parameters import ArtifactFormat, Quantization
 
 # The file names report.md used to list by hand, best first, as the app to embed (before the spec was stored).
-OLD_MOBILE_PREFERENCE = (
-    "unet_int8_floathead_uint8io_argmax_b1.tflite", "unet_int8_floathead_uint8io_argmax.tflite",
-    "unet_int8_uint8io_argmax.tflite", "unet_int8_floathead_uint8io.tflite", "unet_int8_uint8io.tflite",
-    "unet_int8_floathead.tflite", "unet_int8.tflite", "unet_fp16_b1.tflite", "unet_fp16.tflite", "unet_fp32.tflite")
+MOBILE_PREFERENCE = (
+    "unet_int8_floathead_uint8io_argmax_b1.tflite", "unet_int8_uint8io_argmax_b1.tflite",
+    "unet_int8_floathead_uint8io_b1.tflite", "unet_int8_uint8io_b1.tflite", "unet_int8_floathead_b1.tflite",
+    "unet_int8_b1.tflite", "unet_fp16_b1.tflite", "unet_fp32_b1.tflite")
 
 
 def test_every_format_takes_exactly_its_options():
@@ -82,22 +84,22 @@ def test_an_entry_from_before_the_spec_was_stored_gets_it_back():
 
 
 def test_app_preference_ranks_the_files_apps_embed():
-    """The spec derives what report.md once hand-listed by file name."""
+    """The spec derives what report.md once hand-listed by file name; only files with a fixed batch are for apps
+    (GPU delegates, LiteRT.js and MediaPipe's GPU path take static shapes only)."""
     specs = [ExportSpec("tflite", "int8", io="uint8", argmax=True, float_scope=HEAD, static_batch=1),
-             ExportSpec("tflite", "int8", io="uint8", argmax=True, float_scope=HEAD),
-             ExportSpec("tflite", "int8", io="uint8", argmax=True),
-             ExportSpec("tflite", "int8", io="uint8", float_scope=HEAD),
-             ExportSpec("tflite", "int8", io="uint8"),
-             ExportSpec("tflite", "int8", float_scope=HEAD),
-             ExportSpec("tflite", "int8"),
+             ExportSpec("tflite", "int8", io="uint8", argmax=True, static_batch=1),
+             ExportSpec("tflite", "int8", io="uint8", float_scope=HEAD, static_batch=1),
+             ExportSpec("tflite", "int8", io="uint8", static_batch=1),
+             ExportSpec("tflite", "int8", float_scope=HEAD, static_batch=1),
+             ExportSpec("tflite", "int8", static_batch=1),
              ExportSpec("tflite", "fp16", static_batch=1),
-             ExportSpec("tflite", "fp16"),
-             ExportSpec("tflite", "fp32")]
-    assert tuple(s.file_name for s in specs) == OLD_MOBILE_PREFERENCE
+             ExportSpec("tflite", "fp32", static_batch=1)]
+    assert tuple(s.file_name for s in specs) == MOBILE_PREFERENCE
     assert sorted(reversed(specs), key=ExportSpec.app_preference) == specs
     assert all(s.embeds_in_apps for s in specs)
+    assert not any(replace(s, static_batch=None).embeds_in_apps for s in specs)
     assert not ExportSpec("onnx", "int8").embeds_in_apps
-    assert not ExportSpec("tflite", "int8", float_scope=FloatScope(("conv2d_3",))).embeds_in_apps
+    assert not ExportSpec("tflite", "int8", float_scope=FloatScope(("conv2d_3",)), static_batch=1).embeds_in_apps
 
 
 def test_loose_inputs_are_refused_or_read_as_meant():
@@ -116,9 +118,10 @@ def test_loose_inputs_are_refused_or_read_as_meant():
 
 
 def test_files_apps_cannot_take_are_never_the_one_to_embed():
-    for spec in (ExportSpec("tflite", "int8", io="int8"),  # MediaPipe takes no int8 input, and it has no metadata
-                 ExportSpec("tflite", "int8", argmax=True),  # a class map from float input: not a camera model
-                 ExportSpec("tflite", "int8", io="uint8", metadata=False)):
+    for spec in (ExportSpec("tflite", "int8", io="int8", static_batch=1),  # MediaPipe takes no int8 input (no metadata)
+                 ExportSpec("tflite", "int8", argmax=True, static_batch=1),  # a class map from float input
+                 ExportSpec("tflite", "int8", io="uint8", metadata=False, static_batch=1),
+                 ExportSpec("tflite", "int8", io="uint8", argmax=True)):  # dynamic batch: GPU delegates refuse it
         assert not spec.embeds_in_apps, spec.file_name
 
 

@@ -189,6 +189,11 @@ def describe(label: str | None = None) -> dict:
     }
     if why_emulated:
         env["emulation"] = why_emulated
+    from exporter.runtimes.web import web_environment
+
+    web = web_environment()
+    if web:
+        env["web"] = web
     if label:
         env["label"] = label
     return env

@@ -36,10 +36,14 @@ class BenchSettings:
 
     def __post_init__(self) -> None:
         from exporter.runtimes import RUNTIMES, runtime_names
+        from exporter.runtimes.base import expand_runtimes
 
+        if self.runtimes:
+            object.__setattr__(self, "runtimes", expand_runtimes(self.runtimes))
         unknown = [r for r in self.runtimes or () if r not in RUNTIMES]
         if unknown:
-            raise UserError(f"unknown runtime(s) {', '.join(unknown)}; known: {', '.join(runtime_names())}")
+            raise UserError(f"unknown runtime(s) {', '.join(unknown)}; known: {', '.join(runtime_names())} "
+                            "(web: every browser runtime)")
         bad = [d for d in self.devices if d not in DEVICES]
         if bad or not self.devices:
             raise UserError(f"--devices: unknown device(s) {', '.join(bad) or '(none)'} ({', '.join(DEVICES)})")

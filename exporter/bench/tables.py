@@ -63,7 +63,8 @@ def fmt_int(value: int | None) -> str:
 
 def status_text(row: BenchRow) -> str:
     if row.ok:
-        return "ok"
+        software = row.device == "gpu" and (row.browser or {}).get("software_rasterizer")
+        return "ok (software GPU: SwiftShader)" if software else "ok"
     reason = shorten(row.reason)
     return f"{row.status}: {reason}" if reason else row.status
 
@@ -250,6 +251,10 @@ def environment_lines(environment) -> list[str]:
     versions = env.get("runtime_versions") or {}
     if versions:
         lines.append("- runtimes: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    web = env.get("web") or {}
+    if web:
+        packages = ", ".join(f"{k} {v}" for k, v in (web.get("packages") or {}).items())
+        lines.append(f"- browser: {web.get('browser') or 'none found'} (Node.js {web.get('node')}; {packages})")
     return lines
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from exporter import metrics
-from exporter.bench.harness import time_calls
 from exporter.contracts.bench_json import BenchRow, Latency
 from exporter.contracts.evaldata import load_eval
 from exporter.runtimes.base import predict_in_batches
@@ -136,13 +135,13 @@ def run(job: WorkerJob) -> list[BenchRow]:
     base = replace(job.identity, cold_start_ms=cold_start_ms, accuracy=scores,
                    providers=tuple(info.get("providers") or ()), inference_precision=_ran_as(info),
                    preview_maps=preview, fully_accelerated=info.get("fully_accelerated"),
-                   cpu_fallback_nodes=info.get("cpu_fallback_nodes"))
+                   cpu_fallback_nodes=info.get("cpu_fallback_nodes"), browser=info.get("browser"))
     rows = []
     for batch_size in job.batch_sizes:
         batch = np.resize(evaldata.images, (batch_size, *evaldata.images.shape[1:]))
         try:
-            samples = time_calls(lambda batch=batch: runtime.predict(batch), warmup=job.timing.warmup,
-                                 min_runs=job.timing.min_runs, min_seconds=job.timing.min_seconds)
+            samples = runtime.time_calls(batch, warmup=job.timing.warmup, min_runs=job.timing.min_runs,
+                                         min_seconds=job.timing.min_seconds)
         except Exception as exc:  # e.g. a model that cannot be resized to this batch
             rows.append(replace(job.identity, batch_size=batch_size, status="failed",
                                 reason=f"batch {batch_size}: {exc.__class__.__name__}: {exc}"[:300]))
@@ -150,7 +149,7 @@ def run(job: WorkerJob) -> list[BenchRow]:
         rows.append(replace(base, batch_size=batch_size, status="ok", latency=Latency.from_values(samples),
                             latency_samples_ms=tuple(round(s, 4) for s in samples),
                             throughput_fps=batch_size * len(samples) / (sum(samples) / 1000.0)))
-    peak = peak_rss_mb()
+    peak = runtime.peak_memory_mb() or peak_rss_mb()
     return [replace(row, peak_rss_mb=peak) for row in rows]
 
 

@@ -44,7 +44,8 @@ def cli() -> None:
 # What to measure and how long (BenchSettings' fields): unet-bench run's options, which remote passes on.
 MEASURE_OPTIONS = (
     click.option("--runtimes", callback=_csv_list(str), default=None,
-                 help=f"Comma list of {', '.join(runtime_names())} (default: all, in that order)."),
+                 help=f"Comma list of {', '.join(runtime_names())}, or web for every browser runtime (default: "
+                      "every runtime but the browser ones, in that order)."),
     click.option("--devices", callback=_csv_list(str), default=",".join(DEFAULTS.devices), show_default=True,
                  help=",".join(Device.values())),
     click.option("--threads", callback=_csv_list(int), default=None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -311,6 +312,10 @@ def _export(spec_fields: dict, options: dict) -> None:
              f"layer(s) {result.entry.fallback.precision} {after:.2f} ms ({after / before - 1:+.1%})")
 
 
+STATIC_TARGETS = {"web": "LiteRT.js and MediaPipe's GPU delegate in the browser",
+                  "gpu": "GPU delegates and LiteRT's GPU accelerator", "app": "mobile GPU delegates and MediaPipe"}
+
+
 def _float_scope(float_head: bool):
     from exporter.contracts.export_spec import HEAD, FloatScope
 
@@ -332,6 +337,10 @@ def _float_scope(float_head: bool):
               help="Fix the batch to N (e.g. 1) so every tensor has a static shape: LiteRT's GPU accelerator and "
                    "GPU delegates refuse the default dynamic batch, and XNNPACK runs dynamic-range int8 only with "
                    "it (1 is the default for --quantize dynamic, --integer-only, --int16). Adds _bN to the file name.")
+@click.option("--target", type=click.Choice(("web", "gpu", "app")), default=None,
+              help="Where the file goes: web (LiteRT.js, MediaPipe in the browser), gpu (GPU delegates, LiteRT's "
+                   "GPU accelerator) or app (mobile): each takes static shapes only, so the batch is fixed to 1 "
+                   "unless --static-batch says otherwise.")
 @click.option("--equalize", is_flag=True, help=EQUALIZE_HELP)
 @click.option("--integer-only", is_flag=True,
               help="With --quantize int8: no float op in the file (read back and checked; for NPUs, Edge TPU, "
@@ -345,14 +354,18 @@ def _float_scope(float_head: bool):
                    "equalization).")
 @_fallback_options
 @handle_errors
-def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, equalize, integer_only, int16_layers,
-           recipe_file, **options) -> None:
+def tflite(quantize, io, float_head, argmax, no_metadata, static_batch, target, equalize, integer_only,
+           int16_layers, recipe_file, **options) -> None:
     """Export to TFLite (fp32, fp16, dynamic, int8, int16x8), validate it in LiteRT, write atomically."""
     fields = dict(float_scope=_float_scope(float_head), equalize=equalize, integer_only=integer_only,
                   int16_layers=tuple(int16_layers))
     if recipe_file:
         fields.update(_recipe_fields(recipe_file, fields))
     integer = fields["integer_only"] or fields["int16_layers"]
+    if target and not static_batch:
+        static_batch = 1
+        echo(f"--target {target}: batch fixed to 1 ({STATIC_TARGETS[target]} take static shapes only; "
+             "--static-batch N for another)")
     _export(dict(format="tflite", quantization=quantize or ("int8" if recipe_file or integer else "fp32"),
                  io=io or ("uint8" if integer else "float32"), argmax=argmax, metadata=not no_metadata,
                  static_batch=static_batch or (1 if integer or quantize == "dynamic" else None), **fields), options)
@@ -517,6 +530,30 @@ def prune(run_dir, dry_run) -> None:
         echo(f"{'would remove' if dry_run else 'removed'} {entry.path} (file not found)")
     echo(f"{run.manifest_path}: {len(gone)} entr{'y' if len(gone) == 1 else 'ies'} "
          f"{'to remove' if dry_run else 'removed'}, {len(run.manifest().artifacts)} listed")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The site's folder (written whole).")
+@click.option("--runtime", type=click.Choice(("litertjs", "mediapipe-web")), default="litertjs", show_default=True,
+              help="LiteRT.js on the mobile file (class map out), or MediaPipe's ImageSegmenter on a logits file.")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False), default=None,
+              help="The .tflite to embed (default: the run's first file for apps that the runtime takes).")
+@click.option("--check", is_flag=True,
+              help="Open the page in headless Chromium on the demo frame, compare the overlay with the Keras class "
+                   "map, keep a screenshot (OUT.png).")
+@handle_errors
+def webapp(run_dir, out, runtime, model_path, check) -> None:
+    """Write a static web page (no build step) that segments an image or the camera with the run's model."""
+    from exporter.webapp import check_site, write_site
+
+    site = write_site(run_dir, out, runtime, model_path)
+    config = json.loads((site / "model.json").read_text())
+    echo(f"wrote {site}/ ({config['model']} on {runtime}); serve it, e.g. python -m http.server -d {site}")
+    if check:
+        seen = check_site(site, run_dir)
+        echo(f"checked in {seen.browser}: the page's class map agrees with Keras on {seen.agreement:.2%} of the "
+             f"demo frame's pixels, {seen.ms:.1f} ms; screenshot {seen.screenshot}")
 
 
 @cli.command()

@@ -106,6 +106,9 @@ class BenchRow:
     # (None: the runtime does not say).
     fully_accelerated: bool | None = None
     cpu_fallback_nodes: int | None = None
+    # A web row: the browser that ran it ({"name", "version", "executable", "backend", "webgpu_adapter",
+    # "webgl_renderer", "software_rasterizer", "cross_origin_isolated"}); None for a native row.
+    browser: Mapping[str, object] | None = None
     extra: Mapping[str, object] = field(default_factory=dict)  # keys this version does not know, kept
 
     def __post_init__(self) -> None:
@@ -155,6 +158,8 @@ class BenchRow:
             row["fully_accelerated"] = self.fully_accelerated
         if self.cpu_fallback_nodes is not None:
             row["cpu_fallback_nodes"] = self.cpu_fallback_nodes
+        if self.browser is not None:
+            row["browser"] = dict(self.browser)
         return {**row, **self.extra}
 
     @classmethod
@@ -188,6 +193,7 @@ class BenchRow:
             latency_samples_ms=None if samples is None else tuple(s for s in samples if s is not None),
             accuracy=None if data.get("accuracy") is None else scores_from_dict(data["accuracy"], f"{where}.accuracy"),
             providers=checks.texts(data.get("providers"), f"{where}.providers"),
+            browser=None if data.get("browser") is None else checks.obj(data["browser"], f"{where}.browser"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

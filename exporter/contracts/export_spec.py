@@ -201,17 +201,19 @@ class ExportSpec:
 
     @property
     def embeds_in_apps(self) -> bool:
-        """A TFLite file of the families apps embed: self-describing (metadata; not int8 I/O, which MediaPipe
-        cannot take), a class map only with camera bytes in, no layer picked out to stay float."""
-        return (self.format is ArtifactFormat.TFLITE and self.metadata and self.io is not IOType.INT8
+        """A TFLite file of the families apps embed: a fixed batch (GPU delegates, LiteRT.js and MediaPipe's GPU
+        path take static shapes only), self-describing (metadata; not int8 I/O, which MediaPipe cannot take), a
+        class map only with camera bytes in, no layer picked out to stay float."""
+        return (self.format is ArtifactFormat.TFLITE and bool(self.static_batch) and self.metadata
+                and self.io is not IOType.INT8
                 and (not self.argmax or self.io is IOType.UINT8) and not self.float_scope.layers
                 and self.quantization in (Quantization.INT8, Quantization.FP16, Quantization.FP32))
 
     def app_preference(self) -> tuple:
         """Sort key: the file to embed in an app first. Integer before fp16 before fp32; within a precision, camera
-        bytes in, a class map out, a float head, then a batch fixed to 1 (static shapes for GPU delegates)."""
+        bytes in, a class map out, a float head."""
         rank = {Quantization.INT8: 0, Quantization.FP16: 1, Quantization.FP32: 2}.get(self.quantization, 3)
-        return (rank, self.io is not IOType.UINT8, not self.argmax, not self.float_head, self.static_batch != 1)
+        return (rank, self.io is not IOType.UINT8, not self.argmax, not self.float_head)
 
     def to_dict(self) -> dict:
         """The spec as JSON (every field; the manifest stores it with each artifact)."""

@@ -59,7 +59,7 @@ class TFLiteBackend(FormatBackend):
             model_bytes = add_segmenter_metadata(
                 model_bytes, facts.labels, name=name,
                 description=facts.describe(spec, input_dtype, output),
-                normalization=(0.0, 255.0) if input_dtype.startswith("float") else None)
+                normalization=(0.0, 255.0) if input_dtype.startswith("float") else None, class_map=spec.argmax)
         return Converted(lambda path: Path(path).write_bytes(model_bytes), spec, input_dtype, output,
                          input_quantization, tuple(notes))
 

@@ -32,7 +32,10 @@ class map (``tf.math.argmax`` then a cast) loads and runs without any error, but
 [1, H, W, classes] score tensor and argmaxes it itself: it takes the class map's last axis (the width)
 for the classes, and its confidence masks come back all 0 (the uint8 output has no quantisation
 parameters, scale 0), so the category mask is all 0; an N×H×W×1 class map gives all 255 instead. Ship the
-logits model to MediaPipe apps; the argmax variant is for apps that run the interpreter themselves.
+logits model to MediaPipe apps; the argmax variant is for apps that run the interpreter themselves. Its metadata
+(``class_map=True``) therefore describes the output as a ``class_map`` feature tensor with the labels, not as
+MediaPipe's segmentation masks; MediaPipe 1.2.3 still runs such a file without complaint (its uint8 input needs
+no metadata), so ``unet-bench``'s MediaPipe runtime and ``unet-export webapp`` refuse an argmax file themselves.
 
 TensorFlow is not imported here. ``import mediapipe`` itself imports TensorFlow when it is installed
 (``mediapipe.tasks.python.core.optional_dependencies``), so MediaPipe is imported only inside the
@@ -52,6 +55,8 @@ METADATA_BUFFER_NAME = "TFLITE_METADATA"
 LABELS_FILE = "labels.txt"
 ACTIVATIONS = {"none": 0, "sigmoid": 1, "softmax": 2}  # MediaPipe's image_segmenter_metadata_schema.fbs
 SEGMENTER_METADATA = "SEGMENTER_METADATA"
+CLASS_MAP_DESCRIPTION = ("N×H×W uint8 class ids (an in-graph argmax; names in labels.txt). Not score channels: "
+                         "not for MediaPipe's ImageSegmenter, which needs the logits model")
 ARGMAX_NOTE = ("MediaPipe's ImageSegmenter runs an argmax (class-map) model without error but its category "
                "mask is wrong (constant): it needs the logits model and takes the argmax itself")
 
@@ -110,7 +115,7 @@ def _check_labels(labels) -> list[str]:
 def add_segmenter_metadata(model: bytes, labels: list[str], *, name: str, description: str, version: str = "1",
                            author: str = "unet-export",
                            normalization: tuple[float, float] | None = (0.0, 255.0),
-                           activation: str | None = None) -> bytes:
+                           activation: str | None = None, class_map: bool = False) -> bytes:
     """Return the model with TFLite metadata (labels, normalisation mean/std or none, description) embedded.
 
     ``normalization`` is ``(mean, std)`` applied by the app as ``(pixel - mean) / std`` to 0..255 RGB
@@ -119,6 +124,8 @@ def add_segmenter_metadata(model: bytes, labels: list[str], *, name: str, descri
     ``activation`` (``"softmax"``, ``"sigmoid"`` or ``"none"``) additionally writes MediaPipe's
     ``SEGMENTER_METADATA`` custom metadata, so that its confidence masks are probabilities rather than our
     raw logits; it does not change the category mask, and it raises ``min_parser_version`` to 1.5.0.
+    ``class_map``: the output is an in-graph argmax; it is described as a ``class_map`` feature tensor with the
+    label file, not as MediaPipe's ``segmentation_masks`` (whose image properties say "score channels").
     Existing metadata and packed files are replaced. The model's tensors and weights are not changed.
     """
     labels = _check_labels(labels)
@@ -130,7 +137,7 @@ def add_segmenter_metadata(model: bytes, labels: list[str], *, name: str, descri
     # its temp folder) goes as soon as the metadata is written, not at interpreter shutdown.
     modules = _writer_modules()
     return _populate(modules, bytes(model), labels, name=name, description=description, version=version,
-                     author=author, normalization=normalization, activation=activation)
+                     author=author, normalization=normalization, activation=activation, class_map=class_map)
 
 
 def _writer_modules() -> tuple[types.ModuleType, ...]:
@@ -147,7 +154,8 @@ def _writer_modules() -> tuple[types.ModuleType, ...]:
 
 
 def _populate(modules, model: bytes, labels: list[str], *, name: str, description: str, version: str,
-              author: str, normalization: tuple[float, float] | None, activation: str | None) -> bytes:
+              author: str, normalization: tuple[float, float] | None, activation: str | None,
+              class_map: bool = False) -> bytes:
     tfl, metadata_info, metadata_writer, image_segmenter = modules
     model_buffer = bytearray(_strip_zip_tail(model))
     if not tfl.Model.ModelBufferHasIdentifier(model_buffer, 0):
@@ -186,7 +194,13 @@ def _populate(modules, model: bytes, labels: list[str], *, name: str, descriptio
     if activation is not None:
         writer.add_custom_metadata(image_segmenter.ImageSegmenterOptionsMd(
             image_segmenter.Activation[activation.upper()]))
-    writer.add_segmentation_output(labels=metadata_writer.Labels().add(labels, exported_filename=LABELS_FILE))
+    label_files = metadata_writer.Labels().add(labels, exported_filename=LABELS_FILE)
+    if class_map:
+        writer._output_mds.append(metadata_info.TensorMd(  # noqa: SLF001 - the writer has no public way to label
+            name="class_map", description=CLASS_MAP_DESCRIPTION,  # a feature tensor
+            associated_files=writer._create_label_file_md(label_files)))  # noqa: SLF001
+    else:
+        writer.add_segmentation_output(labels=label_files)
     populated, _json = writer.populate()
     return bytes(populated)
 

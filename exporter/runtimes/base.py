@@ -219,6 +219,10 @@ class Runtime(ABC):
     distributions: tuple[str, ...] = ()  # pip distributions whose version ``version`` reports
     order: int = 100  # where it comes in the bench's default order (lower first)
     extra: str | None = None  # the package extra that installs it (default: its name)
+    # in the bench's plan when no runtime is named; the web runtimes start a browser a row and run only when named
+    # (their names, or the group ``web``)
+    default: bool = True
+    group: str | None = None  # a name for several runtimes at once in ``--runtimes`` (e.g. "web")
 
     def __init__(self) -> None:
         self.loaded: Loaded | None = None
@@ -275,6 +279,17 @@ class Runtime(ABC):
         """Facts that change after loading (cached batches), added to ``info``."""
         return {}
 
+    def time_calls(self, images: np.ndarray, warmup: int, min_runs: int, min_seconds: float) -> list[float]:
+        """ms per ``predict(images)``: warm-up calls, then both floors (``exporter.bench.harness``). A runtime
+        that runs elsewhere (a browser page) times itself there, so that the samples hold no transport."""
+        from exporter.bench.harness import time_calls
+
+        return time_calls(lambda: self.predict(images), warmup=warmup, min_runs=min_runs, min_seconds=min_seconds)
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak resident memory of where the model ran, when that is not this process (None: this process)."""
+        return None
+
     def info(self) -> dict:
         """Runtime, version, device, threads, providers, precision, the model's I/O and the adapter's facts."""
         loaded = self._require_loaded()
@@ -325,5 +340,16 @@ def get_runtime(name: str) -> Runtime:
 
 
 def runtimes_for(fmt: str, wanted=None) -> list[str]:
-    """The runtimes (of ``wanted``, default every registered one, in default order) that run ``fmt`` artifacts."""
-    return [name for name in (wanted or runtime_names()) if fmt in RUNTIMES[name].formats]
+    """The runtimes (of ``wanted``, default every registered one that is in the default plan, in default order)
+    that run ``fmt`` artifacts."""
+    names = wanted or [name for name in runtime_names() if RUNTIMES[name].default]
+    return [name for name in names if fmt in RUNTIMES[name].formats]
+
+
+def expand_runtimes(names) -> tuple[str, ...]:
+    """``--runtimes`` names with groups (``web``) replaced by their members, in order, once each."""
+    out: list[str] = []
+    for name in names:
+        members = [r for r in runtime_names() if RUNTIMES[r].group == name] if name not in RUNTIMES else [name]
+        out += members or [name]  # an unknown name stays, for the error that names the known ones
+    return tuple(dict.fromkeys(out))
