@@ -229,3 +229,20 @@ def test_webapp_refuses_what_the_page_would_answer_wrongly(web_run, tmp_path):
     result = CliRunner().invoke(cli, ["webapp", str(run), "--out", str(tmp_path / "mine")])
     assert result.exit_code == 2 and "is not a site unet-export webapp wrote" in result.output
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="no npm here")
+def test_setup_web_installs_the_pinned_packages_where_it_is_told(tmp_path, monkeypatch):
+    """Where the package is installed from a wheel (no checkout, no make): the lock file travels in the wheel."""
+    from exporter.cli.bench import cli as bench
+    from exporter.runtimes.web import npm_version
+
+    result = CliRunner().invoke(bench, ["setup-web", "--dir", str(tmp_path / "web")])
+    assert result.exit_code == 0, result.output
+    assert f"export UNET_WEB_DIR={(tmp_path / 'web').resolve()}" in result.output
+    monkeypatch.setenv("UNET_WEB_DIR", str(tmp_path / "web"))
+    from exporter.runtimes.web import WEB_DIR
+
+    lock = json.loads((WEB_DIR / "package-lock.json").read_text())["packages"]
+    for name in ("@litertjs/core", "onnxruntime-web", "@mediapipe/tasks-vision", "puppeteer-core"):
+        assert npm_version(name) == lock[f"node_modules/{name}"]["version"]

@@ -226,6 +226,27 @@ def _run_args(measure: dict) -> list[str]:
     return args
 
 
+@cli.command("setup-web")
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=None,
+              help="Where to install the npm packages (default: ~/.cache/unet-export/web; else set UNET_WEB_DIR).")
+@handle_errors
+def setup_web(folder) -> None:
+    """Install what the web rows need besides a browser: the npm packages pinned with this version (npm ci)."""
+    from exporter.runtimes.web import USER_WEB_DIR, WEB_DIR_ENV, find_browser, install_packages
+
+    target = Path(folder) if folder else USER_WEB_DIR
+    try:
+        modules = install_packages(target)
+    except RuntimeError as exc:
+        raise UserError(f"setup-web: {exc}") from None
+    echo(f"installed the web packages in {modules}")
+    if folder:
+        echo(f"export {WEB_DIR_ENV}={target.resolve()}  (so that unet-bench finds them)")
+    if find_browser() is None:
+        echo("no Chromium or Chrome on the PATH: apt-get install chromium (or set UNET_BROWSER); the web rows skip "
+             "until there is one")
+
+
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--baseline", default=None, help="Row to compare against, as artifact/runtime/device.")

@@ -43,16 +43,39 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"  # driver.mjs, the page
 WEB_DIR_ENV = "UNET_WEB_DIR"  # a folder whose node_modules holds the pinned packages (default: WEB_DIR's)
 BROWSER_ENV = "UNET_BROWSER"  # the Chromium or Chrome to run (default: the first on the PATH)
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-SETUP_HINT = ("make setup-web: Chromium from the distribution (apt-get install chromium) and the pinned npm "
-              "packages (npm ci in exporter/web)")
+SETUP_HINT = ("make setup-web in a checkout, unet-bench setup-web where the package is installed: the pinned npm "
+              "packages, and Chromium from the distribution (apt-get install chromium)")
 REPLY = "REPLY "
 SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "software", "basic render")
 OPEN_TIMEOUT_S = 300.0
 
 
+USER_WEB_DIR = Path.home() / ".cache" / "unet-export" / "web"  # where unet-bench setup-web installs from a wheel
+
+
 def node_modules() -> Path:
-    """Where the web packages are installed."""
-    return Path(os.environ.get(WEB_DIR_ENV) or WEB_DIR) / "node_modules"
+    """Where the web packages are installed: ``$UNET_WEB_DIR``, else beside the pages (a checkout: make setup-web),
+    else the user's cache (an installed wheel: unet-bench setup-web)."""
+    if os.environ.get(WEB_DIR_ENV):
+        return Path(os.environ[WEB_DIR_ENV]) / "node_modules"
+    here = WEB_DIR / "node_modules"
+    return here if here.is_dir() or not (USER_WEB_DIR / "node_modules").is_dir() else USER_WEB_DIR / "node_modules"
+
+
+def install_packages(folder: Path) -> Path:
+    """``npm ci`` of the pinned packages (package.json and package-lock.json of the pages) into ``folder``; no
+    install scripts, no browser download. RuntimeError with npm's last line when it fails."""
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is not installed (apt-get install nodejs npm)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(WEB_DIR / name, folder / name)
+    proc = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+                          cwd=folder, capture_output=True, text=True)
+    if proc.returncode:
+        tail = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        raise RuntimeError(f"npm ci failed in {folder}: {tail[-1] if tail else proc.returncode}")
+    return folder / "node_modules"
 
 
 def find_browser() -> str | None:
