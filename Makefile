@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup setup-web test test-web test-avx2 test-arm64 test-zoo test-fleet test-distributed fuzz demo lint clean
+.PHONY: setup setup-web test test-avx2 test-arm64 test-zoo test-fleet test-distributed fuzz demo lint clean
 
 setup: $(STAMP)
 
@@ -34,10 +34,6 @@ $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
 	@if command -v npm >/dev/null; then cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
 	  && touch node_modules/.installed; \
 	else echo "setup-web: no npm here (apt-get install nodejs npm): the web rows will be skipped"; fi
-
-# The web rows alone, on the demo's files if present (artifacts/demo): every web runtime and backend.
-test-web: $(STAMP) setup-web
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_web.py
 
 # The suite on an emulated AVX2/FMA-only CPU (AMD Zen 3, no AVX-512, no VNNI), whatever this machine has:
 # qemu-user's CPUID is what TensorFlow, LiteRT, ONNX Runtime and OpenVINO dispatch their kernels on.

@@ -251,7 +251,7 @@ def test_device_light_mode_runs_a_pack_with_only_numpy_click_and_litert(exported
 
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.bench", "exporter.runtimes", "exporter.contracts", "exporter.metrics",
                "exporter.drift", "exporter.fleet", "exporter.parameters", "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
-               "exporter.figures")
+               "exporter.figures", "exporter.tflite_io")
 
 
 def test_device_side_modules_do_not_import_frameworks_at_module_level():

@@ -10,7 +10,8 @@ PACKAGE = Path(__file__).parents[1] / "exporter"
 DEVICE_SIDE = ("exporter.cli.bench", "exporter.cli.common", "exporter.bench", "exporter.runtimes",
                "exporter.contracts", "exporter.figures", "exporter.metrics", "exporter.drift", "exporter.fleet",
                "exporter.parameters",
-               "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table")
+               "exporter.stdio", "exporter.errors", "exporter.fileio", "exporter.classes", "exporter.text_table",
+               "exporter.tflite_io")
 
 
 def _modules() -> dict[str, Path]:

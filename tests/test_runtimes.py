@@ -51,12 +51,15 @@ def loaded(name: str, artifacts, artifact: str, threads: int | None = 1):
 # -- registry -------------------------------------------------------------------------------------------
 
 def test_registry_names_formats_and_unknown_names():
-    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "openvino"}
+    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "openvino", "litertjs", "onnxruntime-web",
+                             "mediapipe-web"}
     assert runtimes_for("keras") == ["keras"]
+    # the browser runtimes are planned only when named (a browser a row)
     assert runtimes_for("tflite") == ["litert", "openvino"]
     assert runtimes_for("onnx") == ["onnxruntime", "openvino"]
+    assert runtimes_for("tflite", ["litertjs", "onnxruntime-web", "mediapipe-web"]) == ["litertjs", "mediapipe-web"]
     assert runtimes_for("coreml") == []
-    with pytest.raises(ValueError, match="known: keras, litert, onnxruntime, openvino"):
+    with pytest.raises(ValueError, match="known: keras, litert, onnxruntime, openvino, litertjs"):
         get_runtime("tensorrt")
     for name, cls in RUNTIMES.items():
         if name == "keras" and os.environ.get("UNET_DEVICE_SIDE"):  # a device (make test-arm64) has no Keras
@@ -313,7 +316,7 @@ def test_a_runtime_is_one_file_dropped_in(exported_run, tmp_path):
             "v = runtime_versions(); print(runtime_names(), v['ort_twin'] == v['onnxruntime'], 'absent_rt' in v)")
     names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert names.stdout.split("] ")[0] + "]" == str(["absent_rt", "keras", "litert", "onnxruntime", "ort_twin",
-                                                       "openvino"])
+                                                       "openvino", "litertjs", "onnxruntime-web", "mediapipe-web"])
     assert names.stdout.split("] ")[1].split() == ["True", "True"]
     bench = [sys.executable, "-m", "exporter.cli.bench", "run"]
     help_text = subprocess.run([*bench, "--help"], capture_output=True, text=True, env=env, check=True).stdout
