@@ -62,11 +62,13 @@ def pick_model(run: RunDir, runtime: str, model: str | Path | None = None) -> Pa
     if model is not None:
         return check_model(Path(model), runtime)
     entries = [e for e in run.current_artifacts() if e.spec is not None and e.spec.embeds_in_apps]
-    if runtime == "mediapipe-web":
+    if runtime == "mediapipe-web":  # score channels; float input first (MediaPipe's web GPU delegate misreads uint8)
         entries = [e for e in entries if e.output != "class_map"]
-    entries.sort(key=lambda e: e.spec.app_preference())
+        entries.sort(key=lambda e: (e.spec.io.value != "float32", e.spec.app_preference()))
+    else:
+        entries.sort(key=lambda e: e.spec.app_preference())
     if not entries:
-        want = "--io uint8 --float-head" if runtime == "mediapipe-web" else "--io uint8 --argmax --float-head"
+        want = "--float-head" if runtime == "mediapipe-web" else "--io uint8 --argmax --float-head"
         raise UserError(f"{run.path}: no TFLite file for the web (a fixed batch, metadata"
                         f"{', score channels' if runtime == 'mediapipe-web' else ''}): "
                         f"unet-export tflite --quantize {want} --target web")

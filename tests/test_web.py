@@ -24,7 +24,8 @@ from exporter.tflite_io import read_io
 
 FAST = ["--min-runs", "3", "--min-seconds", "0", "--warmup", "1", "--threads", "2"]
 MOBILE = "unet_int8_floathead_uint8io_argmax_b1.tflite"
-LOGITS = "unet_int8_floathead_uint8io_b1.tflite"  # what MediaPipe's ImageSegmenter takes
+LOGITS = "unet_int8_floathead_b1.tflite"  # what MediaPipe's ImageSegmenter takes (float input: its GPU delegate too)
+UINT8_LOGITS = "unet_int8_floathead_uint8io_b1.tflite"  # MediaPipe's web GPU delegate answers it wrongly, silently
 DYNAMIC = "unet_fp32.tflite"  # a dynamic batch: LiteRT.js refuses it
 MISSING = web_missing("@litertjs/core") or web_missing("onnxruntime-web") or web_missing("@mediapipe/tasks-vision")
 needs_browser = pytest.mark.skipif(MISSING is not None, reason=f"web rows not run: {MISSING}")
@@ -43,11 +44,13 @@ def web_run(tiny_run, blocks_dir, tmp_path_factory):
     for name in ("model.keras", "config.json"):
         shutil.copyfile(tiny_run / name, run / name)
     target = CliRunner().invoke(cli, ["tflite", "--model", str(run / "model.keras"), "--data", str(blocks_dir),
-                                      "--quantize", "--io", "uint8", "--float-head", "--target", "web",
+                                      "--quantize", "--float-head", "--target", "web",
                                       "--validation-samples", "8", "--calibration-samples", "20"])
     assert target.exit_code == 0, target.output
     ctx = ExportContext.open(run / "model.keras", blocks_dir, validation_samples=8, log=None)
     ctx.export(ExportSpec("tflite", "int8", io="uint8", argmax=True, float_scope=HEAD, static_batch=1), run / MOBILE,
+               calibration_samples=20)
+    ctx.export(ExportSpec("tflite", "int8", io="uint8", float_scope=HEAD, static_batch=1), run / UINT8_LOGITS,
                calibration_samples=20)
     ctx.export(ExportSpec("tflite"), run / DYNAMIC)
     ctx.export(ExportSpec("onnx", "int8", float_scope=HEAD), run / "unet_int8_floathead.onnx", calibration_samples=20)
@@ -73,7 +76,7 @@ def test_target_web_fixes_the_batch_with_one_line(web_run):
     run, _, output = web_run
     assert "--target web: batch fixed to 1 (LiteRT.js and MediaPipe's GPU delegate" in output
     inp, out = read_io(run / LOGITS)
-    assert inp.shape == (1, 32, 32, 3) and inp.dtype == "uint8" and out.shape == (1, 32, 32, 23)
+    assert inp.shape == (1, 32, 32, 3) and inp.dtype == "float32" and out.shape == (1, 32, 32, 23)
     assert read_io(run / DYNAMIC)[0].dynamic_batch
 
 
@@ -82,7 +85,7 @@ def test_tflite_io_reads_what_litert_reads(web_run):
     from ai_edge_litert.interpreter import Interpreter
 
     run, _, _ = web_run
-    for name in (MOBILE, LOGITS, DYNAMIC):
+    for name in (MOBILE, LOGITS, UINT8_LOGITS, DYNAMIC):
         inp, out = read_io(run / name)
         interpreter = Interpreter(str(run / name))
         for mine, theirs in ((inp, interpreter.get_input_details()[0]), (out, interpreter.get_output_details()[0])):
@@ -164,6 +167,7 @@ def test_web_rows_run_in_the_browser_and_score_against_keras(web_run, web_bench)
     # LiteRT.js runs static shapes only: the dynamic-batch file fails with its message, not a silent answer
     dynamic = rows[(DYNAMIC, "litertjs", "cpu")]
     assert dynamic["status"] == "failed" and "-1, 32, 32, 3" in dynamic["reason"], dynamic
+    assert "the file's batch is dynamic: export it with --target web" in dynamic["reason"]
     # MediaPipe would answer an all-zero mask for the class-map file: refused, saying why
     argmax = rows[(MOBILE, "mediapipe-web", "cpu")]
     assert argmax["status"] == "failed" and "all-zero mask" in argmax["reason"]
@@ -191,7 +195,24 @@ def test_mediapipe_web_runs_every_file_that_claims_to_be_for_it(web_run, web_ben
         row = web_bench["rows"][(name, "mediapipe-web", "cpu")]
         assert row["status"] == "ok", (name, row["reason"])
         assert row["accuracy"]["agreement_vs_reference"] > row["export_agreement"] - 0.01, (name, row)
-    assert web_bench["rows"][(LOGITS, "mediapipe-web", "gpu")]["status"] == "ok"
+    gpu = web_bench["rows"][(LOGITS, "mediapipe-web", "gpu")]
+    assert gpu["status"] == "ok" and gpu["accuracy"]["agreement_vs_reference"] > gpu["export_agreement"] - 0.01
+
+
+@needs_browser
+def test_a_silent_wrong_answer_in_the_browser_is_flagged(web_bench):
+    """MediaPipe 1.1.0's web GPU delegate answers a uint8-input logits model wrongly, with no error (its CPU delegate
+    and the float-input file are right): the row is ok by status, and the bench names it, its runtime and backend."""
+    wrong = web_bench["rows"][(UINT8_LOGITS, "mediapipe-web", "gpu")]
+    right = web_bench["rows"][(UINT8_LOGITS, "mediapipe-web", "cpu")]
+    assert right["accuracy"]["agreement_vs_reference"] > right["export_agreement"] - 0.01
+    if wrong["status"] == "ok" and wrong["accuracy"]["agreement_vs_reference"] > wrong["export_agreement"] - 0.01:
+        pytest.skip("this MediaPipe's GPU delegate reads a uint8 input right: nothing silent left to flag")
+    assert wrong["status"] == "ok", wrong["reason"]  # no error: that is the point
+    flagged = " ".join(web_bench["output"].split())
+    assert (f"{UINT8_LOGITS} on mediapipe-web/gpu: pixel agreement "
+            f"{wrong['accuracy']['agreement_vs_reference']:.2%} here") in flagged
+    assert "when the file was exported: MediaPipe ImageSegmenter GPU delegate in Chromium" in flagged
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -5,6 +5,11 @@ model's scores). Device "cpu": the CPU delegate; "gpu": the GPU delegate (WebGL)
 MediaPipe reads an in-graph-argmax model's N×H×W class map as H×W pixels of W score channels and answers an
 all-zero mask without an error. Such a file is refused here, before the browser starts, with the way out: the
 logits model, whose scores MediaPipe argmaxes itself.
+
+Measured with ``@mediapipe/tasks-vision`` 1.1.0 in Chromium 156 (SwiftShader): the GPU delegate answers a
+uint8-input logits model at 18-20% agreement without an error (its CPU delegate: 98.9%), and refuses a full-int8
+uint8-output one ("Unsupported input tensor type: Float32"); float-input files (fp32, int8 with a float head) agree
+as on the CPU. The row runs and is flagged against the file's export-time agreement, so that a fixed release shows.
 """
 
 from __future__ import annotations

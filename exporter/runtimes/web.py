@@ -204,6 +204,7 @@ class WebRuntime(Runtime):
         super().__init__()
         self._page: BrowserPage | None = None
         self._peak: float | None = None
+        self._hint = ""
 
     @classmethod
     def available(cls) -> str | None:
@@ -253,6 +254,8 @@ class WebRuntime(Runtime):
             raise RuntimeUnavailable(f"{self.name} has no {device} backend")
         file_in, file_out = self._file_io(path)
         self._check_file(path, file_in, file_out)
+        dynamic = file_in is not None and bool(file_in.shape) and file_in.shape[0] is None
+        self._hint = " (the file's batch is dynamic: export it with --target web)" if dynamic else ""  # said first
         browser = find_browser()
         threads = threads or 1
         self._page = BrowserPage()
@@ -261,8 +264,8 @@ class WebRuntime(Runtime):
                                     model=str(path.resolve()), threads=threads, work=str(self._page.work),
                                     timeout=OPEN_TIMEOUT_S)
         except RuntimeError as exc:
-            raise ModelLoadError(f"{path.name}: {self.name} {backend} in {Path(browser).name}: "
-                                 f"{one_line(exc)}") from exc
+            raise ModelLoadError(f"{path.name}: {self.name} {backend} in {Path(browser).name}{self._hint}: "
+                                 f"{one_line(exc, 200)}") from exc
         inp, out = self._page_io(opened, file_in, file_out)
         gpu = opened.get("gpu") or {}
         adapter = gpu.get("webgpu") or {}
@@ -298,7 +301,7 @@ class WebRuntime(Runtime):
         try:
             reply = self._page.ask(cmd="run", frames="frames.bin", shape=shape)
         except RuntimeError as exc:
-            raise RuntimeError(f"{self.name} in the browser: {one_line(exc)}") from exc
+            raise RuntimeError(f"{self.name} in the browser{self._hint}: {one_line(exc, 200)}") from exc
         raw = np.fromfile(self._page.work / reply["file"], dtype=np.dtype(reply["dtype"]))
         raw = raw.reshape(reply["shape"])
         return decode_output(raw, loaded.output.scale, loaded.output.zero_point)

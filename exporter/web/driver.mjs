@@ -96,10 +96,12 @@ async function rendererPeakMb(browser) {
 }
 
 // A runtime's error as one readable line: no stack frames, no script locations.
+const NOISE = /^at |https?:\/\/|DefaultErrorReporter|^└?\s*ERROR: \[[^\]]*\]$|^INFO: |^=== Source Location/;
+
 function oneLine(err, pageErrors = []) {
   const text = String(err && err.message || err).split('\n').map((l) => l.trim())
-    .filter((l) => l && !/^at |https?:\/\/|DefaultErrorReporter/.test(l)).join('; ');
-  const extra = pageErrors.filter((e) => !text.includes(e)).slice(-2).join('; ');
+    .filter((l) => l && !NOISE.test(l)).join('; ');
+  const extra = pageErrors.filter((e) => e && !NOISE.test(e) && !text.includes(e)).slice(-2).join('; ');
   return (extra ? `${text} (page: ${extra})` : text).slice(0, 400);
 }
 
