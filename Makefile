@@ -25,14 +25,15 @@ WEB_STAMP := $(WEB)/node_modules/.installed
 setup-web: $(WEB_STAMP)
 
 $(WEB_STAMP): $(WEB)/package.json $(WEB)/package-lock.json
-	@if command -v chromium >/dev/null || command -v google-chrome >/dev/null || [ -n "$$UNET_BROWSER" ]; then :; \
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null \
+	  || command -v google-chrome-stable >/dev/null || [ -n "$$UNET_BROWSER" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "setup-web: installing Chromium from the distribution (apt-get install chromium)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
 	    || echo "setup-web: apt-get could not install chromium: the web rows will be skipped"; \
 	else echo "setup-web: no Chromium here and no apt-get as root: install chromium (or set UNET_BROWSER) for the web rows"; fi
-	@if command -v npm >/dev/null; then cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
-	  && touch node_modules/.installed; \
+	@if command -v npm >/dev/null; then (cd $(WEB) && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error \
+	  && touch node_modules/.installed) || echo "setup-web: npm ci failed (offline?): the web rows will be skipped"; \
 	else echo "setup-web: no npm here (apt-get install nodejs npm): the web rows will be skipped"; fi
 
 # The suite on an emulated AVX2/FMA-only CPU (AMD Zen 3, no AVX-512, no VNNI), whatever this machine has:

@@ -43,12 +43,19 @@ class TensorIO:
                 and (rank == 3 or (rank == 4 and self.shape[-1] == 1)))
 
 
+def _inside(buf: bytes, at: int) -> int:
+    """``at`` if it is an offset inside ``buf`` (struct would read a negative one from the end)."""
+    if not 0 <= at < len(buf):
+        raise struct.error(f"offset {at} outside the file")
+    return at
+
+
 class _Table:
     """A flatbuffer table: its fields by vtable slot."""
 
     def __init__(self, buf: bytes, pos: int) -> None:
-        self.buf, self.pos = buf, pos
-        vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        self.buf, self.pos = buf, _inside(buf, pos)
+        vtable = _inside(buf, pos - struct.unpack_from("<i", buf, pos)[0])
         size = struct.unpack_from("<H", buf, vtable)[0]
         self.offsets = [struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0] for i in range((size - 4) // 2)]
 
@@ -62,7 +69,7 @@ class _Table:
 
     def _target(self, slot: int) -> int | None:
         at = self._at(slot)
-        return None if at is None else at + struct.unpack_from("<I", self.buf, at)[0]
+        return None if at is None else _inside(self.buf, at + struct.unpack_from("<I", self.buf, _inside(self.buf, at))[0])
 
     def table(self, slot: int) -> _Table | None:
         target = self._target(slot)

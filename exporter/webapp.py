@@ -27,6 +27,7 @@ from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
 from exporter.runtimes.mediapipe_web_rt import ARGMAX_REFUSAL
 from exporter.runtimes.web import (
+    SETUP_HINT,
     WEB_DIR,
     BrowserPage,
     browser_version,
@@ -122,18 +123,21 @@ def write_site(run_dir: str | Path, out: str | Path, runtime: str = "litertjs", 
     run, out = RunDir.at(run_dir), Path(out)
     if not run.path.is_dir():
         raise UserError(f"{run.path}: no such run folder")
-    package, default_backend = WEB_RUNTIMES[runtime]
-    missing = web_missing(package)
-    if missing and "Chromium" not in missing:  # the site needs the packages, not a browser
-        raise UserError(f"webapp: {missing}")
-    if out.exists() and any(out.iterdir()) and not (out / SITE_MARKER).is_file():
+    _, default_backend = WEB_RUNTIMES[runtime]
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / SITE_MARKER).is_file())):
         raise UserError(f"{out}: exists and is not a site unet-export webapp wrote; name a new folder")
     path = pick_model(run, runtime, model)
+    absent = [item for item in LIB_FILES[runtime] if not (node_modules() / item).exists()]
+    if absent:  # the site needs the packages' files, not a browser nor Node.js
+        raise UserError(f"webapp: {absent[0]} is not installed in {node_modules()}: {SETUP_HINT}")
     inp, output = read_io(path)
     labels = run.class_names() or list(CARLA_CLASSES)
     frame = _demo_frame(run)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write there ({exc.__class__.__name__})") from None
     try:
         for name in ("index.html", "app.mjs", "app.css"):
             shutil.copyfile(WEB_DIR / "app" / name, staging / name)
@@ -158,6 +162,9 @@ def write_site(run_dir: str | Path, out: str | Path, runtime: str = "litertjs", 
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{out}: could not write the site ({exc.__class__.__name__}: {exc})"[:300]) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

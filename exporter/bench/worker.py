@@ -149,7 +149,7 @@ def run(job: WorkerJob) -> list[BenchRow]:
         rows.append(replace(base, batch_size=batch_size, status="ok", latency=Latency.from_values(samples),
                             latency_samples_ms=tuple(round(s, 4) for s in samples),
                             throughput_fps=batch_size * len(samples) / (sum(samples) / 1000.0)))
-    peak = runtime.peak_memory_mb() or peak_rss_mb()
+    peak = peak_rss_mb() if runtime.in_process else runtime.peak_memory_mb()
     return [replace(row, peak_rss_mb=peak) for row in rows]
 
 

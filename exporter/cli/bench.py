@@ -232,12 +232,12 @@ def _run_args(measure: dict) -> list[str]:
 @handle_errors
 def setup_web(folder) -> None:
     """Install what the web rows need besides a browser: the npm packages pinned with this version (npm ci)."""
-    from exporter.runtimes.web import USER_WEB_DIR, WEB_DIR_ENV, find_browser, install_packages
+    from exporter.runtimes.web import WEB_DIR_ENV, find_browser, install_packages, user_web_dir
 
-    target = Path(folder) if folder else USER_WEB_DIR
+    target = Path(folder) if folder else user_web_dir()
     try:
         modules = install_packages(target)
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         raise UserError(f"setup-web: {exc}") from None
     echo(f"installed the web packages in {modules}")
     if folder:

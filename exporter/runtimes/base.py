@@ -223,6 +223,7 @@ class Runtime(ABC):
     # (their names, or the group ``web``)
     default: bool = True
     group: str | None = None  # a name for several runtimes at once in ``--runtimes`` (e.g. "web")
+    in_process: bool = True  # the model runs in this process (its peak memory is the row's)
 
     def __init__(self) -> None:
         self.loaded: Loaded | None = None
@@ -287,7 +288,7 @@ class Runtime(ABC):
         return time_calls(lambda: self.predict(images), warmup=warmup, min_runs=min_runs, min_seconds=min_seconds)
 
     def peak_memory_mb(self) -> float | None:
-        """Peak resident memory of where the model ran, when that is not this process (None: this process)."""
+        """Peak resident memory of where the model ran, for a runtime that is not ``in_process`` (None: unknown)."""
         return None
 
     def info(self) -> dict:

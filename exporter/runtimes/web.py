@@ -47,19 +47,23 @@ SETUP_HINT = ("make setup-web in a checkout, unet-bench setup-web where the pack
               "packages, and Chromium from the distribution (apt-get install chromium)")
 REPLY = "REPLY "
 SOFTWARE_ADAPTERS = ("swiftshader", "llvmpipe", "software", "basic render")
-OPEN_TIMEOUT_S = 300.0
 
 
-USER_WEB_DIR = Path.home() / ".cache" / "unet-export" / "web"  # where unet-bench setup-web installs from a wheel
+def user_web_dir() -> Path:
+    """Where unet-bench setup-web installs the packages from a wheel (~/.cache/unet-export/web)."""
+    try:
+        return Path.home() / ".cache" / "unet-export" / "web"
+    except RuntimeError:  # no HOME and no passwd entry (a bare container)
+        return Path(tempfile.gettempdir()) / "unet-export-web"
 
 
 def node_modules() -> Path:
-    """Where the web packages are installed: ``$UNET_WEB_DIR``, else beside the pages (a checkout: make setup-web),
-    else the user's cache (an installed wheel: unet-bench setup-web)."""
+    """Where the web packages are installed (absolute): ``$UNET_WEB_DIR``, else beside the pages (a checkout: make
+    setup-web), else the user's cache (an installed wheel: unet-bench setup-web)."""
     if os.environ.get(WEB_DIR_ENV):
-        return Path(os.environ[WEB_DIR_ENV]) / "node_modules"
-    here = WEB_DIR / "node_modules"
-    return here if here.is_dir() or not (USER_WEB_DIR / "node_modules").is_dir() else USER_WEB_DIR / "node_modules"
+        return Path(os.environ[WEB_DIR_ENV]).resolve() / "node_modules"
+    here, cached = WEB_DIR / "node_modules", user_web_dir() / "node_modules"
+    return here if here.is_dir() or not cached.is_dir() else cached
 
 
 def install_packages(folder: Path) -> Path:
@@ -67,6 +71,8 @@ def install_packages(folder: Path) -> Path:
     install scripts, no browser download. RuntimeError with npm's last line when it fails."""
     if shutil.which("npm") is None:
         raise RuntimeError("npm is not installed (apt-get install nodejs npm)")
+    if folder.resolve() == WEB_DIR.resolve():
+        raise RuntimeError(f"{folder} holds the pages themselves: in a checkout, make setup-web installs there")
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(WEB_DIR / name, folder / name)
@@ -82,7 +88,7 @@ def find_browser() -> str | None:
     """The browser to run: ``$UNET_BROWSER`` if set (None if it is not an executable), else the first on the PATH."""
     named = os.environ.get(BROWSER_ENV)
     if named:
-        return named if os.access(named, os.X_OK) else shutil.which(named)
+        return os.path.abspath(named) if os.path.isfile(named) and os.access(named, os.X_OK) else shutil.which(named)
     return next((found for name in BROWSERS if (found := shutil.which(name))), None)
 
 
@@ -139,11 +145,14 @@ def web_missing(package: str) -> str | None:
     return None
 
 
-def software_rasterizer(gpu: dict) -> bool:
-    """Whether the page's WebGPU adapter (or, without one, its WebGL renderer) is a software rasterizer."""
-    adapter = gpu.get("webgpu") or {}
-    text = " ".join(str(v) for v in (*adapter.values(), gpu.get("webgl") or "")).lower()
-    return any(name in text for name in SOFTWARE_ADAPTERS)
+def software_rasterizer(gpu: dict, backend: str = "webgpu") -> bool:
+    """Whether the page's GPU for ``backend`` is a software rasterizer: the WebGPU adapter (a fallback adapter
+    counts), or the WebGL renderer for MediaPipe's GPU delegate and where there is no WebGPU adapter."""
+    adapter = gpu.get("webgpu")
+    if backend == "webgpu" and adapter:
+        text = " ".join(str(v) for k, v in adapter.items() if k != "fallback").lower()
+        return bool(adapter.get("fallback")) or any(name in text for name in SOFTWARE_ADAPTERS)
+    return any(name in str(gpu.get("webgl") or "").lower() for name in SOFTWARE_ADAPTERS)
 
 
 class BrowserPage:
@@ -198,6 +207,7 @@ class WebRuntime(Runtime):
     backends: dict[str, str] = {"cpu": "wasm", "gpu": "webgpu"}
     order = 60
     default = False  # a browser a row: run when named (--runtimes litertjs,… or --runtimes web)
+    in_process = False  # the model runs in the browser: this process's memory is not the row's
     group = "web"
 
     def __init__(self) -> None:
@@ -258,18 +268,22 @@ class WebRuntime(Runtime):
         self._hint = " (the file's batch is dynamic: export it with --target web)" if dynamic else ""  # said first
         browser = find_browser()
         threads = threads or 1
+        self.close()  # a second load: one browser at a time
         self._page = BrowserPage()
         try:
             opened = self._page.ask(cmd="open", browser=browser, runtime=self.page_runtime, backend=backend,
-                                    model=str(path.resolve()), threads=threads, work=str(self._page.work),
-                                    timeout=OPEN_TIMEOUT_S)
+                                    model=str(path.resolve()), threads=threads, work=str(self._page.work))
+            inp, out = self._page_io(opened, file_in, file_out)
         except RuntimeError as exc:
+            self.close()
             raise ModelLoadError(f"{path.name}: {self.name} {backend} in {Path(browser).name}{self._hint}: "
                                  f"{one_line(exc, 200)}") from exc
-        inp, out = self._page_io(opened, file_in, file_out)
+        except BaseException:
+            self.close()
+            raise
         gpu = opened.get("gpu") or {}
         adapter = gpu.get("webgpu") or {}
-        software = software_rasterizer(gpu)
+        software = software_rasterizer(gpu, backend)
         browser_facts = {
             "name": Path(browser).name, "version": browser_version(browser), "executable": browser,
             "backend": opened["backend"], "user_agent": opened.get("user_agent"),
@@ -279,8 +293,8 @@ class WebRuntime(Runtime):
             "cross_origin_isolated": opened.get("cross_origin_isolated"),
         }
         if device == "gpu" and software:
-            browser_facts["note"] = ("WebGPU/WebGL here is SwiftShader, a software rasterizer on the CPU: a check of "
-                                     "the GPU path's answers, not a GPU's speed")
+            browser_facts["note"] = (f"{'WebGPU' if backend == 'webgpu' else 'WebGL'} here is a software rasterizer "
+                                     "(SwiftShader) on the CPU: a check of the GPU path's answers, not a GPU's speed")
         facts = opened.get("facts") or {}
         loaded_facts = {"browser": browser_facts}
         if facts.get("fully_accelerated") is not None:

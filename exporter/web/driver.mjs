@@ -21,13 +21,14 @@ import {fileURLToPath} from 'node:url';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MODULES = process.env.UNET_WEB_MODULES || path.join(HERE, 'node_modules');
 const PREFIX = 'REPLY ';
-// Chromium without a network: no background traffic, no component updates. WebGPU and WebGL where the machine
-// has no GPU come from SwiftShader (a software rasterizer) — a correctness check, not a GPU's speed.
+// Chromium without a network: no background traffic, no component updates. WebGPU and WebGL use the machine's GPU;
+// where it has none, Chromium falls back to SwiftShader (a software rasterizer, allowed by the unsafe-swiftshader
+// flag): a correctness check, not a GPU's speed, and the row says so. More flags: $UNET_BROWSER_FLAGS.
 export const CHROMIUM_FLAGS = [
   '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync', '--disable-quic', '--disable-dev-shm-usage',
   '--disable-default-apps', '--disable-extensions', '--mute-audio', '--enable-unsafe-webgpu',
-  '--enable-features=Vulkan', '--use-angle=swiftshader', '--enable-unsafe-swiftshader',
+  '--enable-features=Vulkan', '--enable-unsafe-swiftshader',
   '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
 ];
 const TYPES = {
@@ -72,10 +73,18 @@ export async function launch(executablePath, extraFlags = []) {
     throw new Error(`puppeteer-core is not installed in ${MODULES} (make setup-web): ${err.message}`);
   }
   const userDataDir = fs.mkdtempSync(path.join(process.env.TMPDIR || '/tmp', 'unet-chromium-'));
-  const browser = await puppeteer.launch({executablePath, headless: true, args: [...CHROMIUM_FLAGS, ...extraFlags],
-                                         userDataDir, protocolTimeout: 600000, pipe: true});
-  browser.once('disconnected', () => fs.rmSync(userDataDir, {recursive: true, force: true}));
-  return browser;
+  const removeProfile = () => fs.rmSync(userDataDir, {recursive: true, force: true});
+  process.on('exit', removeProfile);  // however this process ends (a kill -9 aside)
+  const extra = (process.env.UNET_BROWSER_FLAGS || '').split(/\s+/).filter(Boolean);
+  try {
+    const browser = await puppeteer.launch({executablePath, headless: true, userDataDir, protocolTimeout: 600000,
+                                           args: [...CHROMIUM_FLAGS, ...extra, ...extraFlags], pipe: true});
+    browser.once('disconnected', removeProfile);
+    return browser;
+  } catch (err) {
+    removeProfile();
+    throw err;
+  }
 }
 
 // The renderer's peak resident memory (VmHWM, Linux), in MB: where the page's WASM heap lives.
@@ -96,12 +105,15 @@ async function rendererPeakMb(browser) {
 }
 
 // A runtime's error as one readable line: no stack frames, no script locations.
-const NOISE = /^at |https?:\/\/|DefaultErrorReporter|^└?\s*ERROR: \[[^\]]*\]$|^INFO: |^=== Source Location/;
+const NOISE = /^at |^DefaultErrorReporter|^└?\s*ERROR: \[[^\]]*\]$|^INFO: |^=== Source Location/;
+const LOCATION = /\s*\(?https?:\/\/[^\s)]*\)?/g;  // script locations: cut from a line, not the line
 
 function oneLine(err, pageErrors = []) {
-  const text = String(err && err.message || err).split('\n').map((l) => l.trim())
-    .filter((l) => l && !NOISE.test(l)).join('; ');
-  const extra = pageErrors.filter((e) => e && !NOISE.test(e) && !text.includes(e)).slice(-2).join('; ');
+  const raw = String(err && err.message || err);
+  const clean = (l) => l.trim().replace(LOCATION, '').trim();
+  const text = raw.split('\n').map(clean).filter((l) => l && !NOISE.test(l)).join('; ') ||
+    clean(raw.split('\n')[0]) || 'the page failed without a message';
+  const extra = pageErrors.map(clean).filter((e) => e && !NOISE.test(e) && !text.includes(e)).slice(-2).join('; ');
   return (extra ? `${text} (page: ${extra})` : text).slice(0, 400);
 }
 

@@ -128,13 +128,22 @@ export async function gpuInfo() {
 export const TYPED = {float32: Float32Array, uint8: Uint8Array, int8: Int8Array, int16: Int16Array,
                       int32: Int32Array, int64: BigInt64Array, float16: Uint16Array};
 
-// Split n frames into calls of the model's batch (a dynamic batch takes them all at once).
+// Split n frames into calls of the model's batch (a dynamic batch takes them all at once); the last call is padded
+// with copies of the last frame (its extra outputs are dropped by the caller, who knows n).
 export function calls(typed, shape, modelBatch) {
   const [n, ...frame] = shape;
   const step = modelBatch > 0 ? modelBatch : n;
-  if (n % step) throw new Error(`${n} frames do not split into the model's batch of ${step}`);
   const size = frame.reduce((a, b) => a * b, 1);
   const out = [];
-  for (let i = 0; i < n; i += step) out.push([typed.subarray(i * size, (i + step) * size), [step, ...frame]]);
+  for (let i = 0; i < n; i += step) {
+    let chunk = typed.subarray(i * size, Math.min(i + step, n) * size);
+    if (chunk.length < step * size) {
+      const padded = new typed.constructor(step * size);
+      padded.set(chunk);
+      for (let j = chunk.length; j < padded.length; j += size) padded.set(typed.subarray((n - 1) * size, n * size), j);
+      chunk = padded;
+    }
+    out.push([chunk, [step, ...frame]]);
+  }
   return out;
 }

@@ -5,10 +5,11 @@ import {openRunner} from './runners.mjs';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const config = await (await fetch('./model.json')).json();
+window.unetApp = {config: null, last: null, error: null};
+let config = null;
+let work = null;
+let overlay = null;
 const view = $('view');
-const work = new OffscreenCanvas(config.input.width, config.input.height);
-const overlay = new OffscreenCanvas(config.input.width, config.input.height);
 let runner = null;
 let source = null;
 let cameraOn = false;
@@ -31,8 +32,10 @@ function input(frame) {
   const type = config.runtime === 'mediapipe-web' ? 'uint8' : dtype;
   if (!INPUTS[type]) throw new Error(`input type ${dtype} is not supported by this page`);
   const out = new INPUTS[type](width * height * 3);
-  const convert = {uint8: (b) => b, float32: (b) => b / 255,
-                   int8: (b) => Math.max(-128, Math.min(127, Math.round(b / 255 / scale + zeroPoint)))}[type];
+  const camera = type === 'uint8' && (config.runtime === 'mediapipe-web' || Math.abs(scale * 255 - 1) < 1e-6 && !zeroPoint);
+  const [low, high] = type === 'int8' ? [-128, 127] : [0, 255];
+  const quantize = (b) => Math.max(low, Math.min(high, Math.round(b / 255 / scale + zeroPoint)));
+  const convert = type === 'float32' ? (b) => b / 255 : camera ? (b) => b : quantize;
   for (let i = 0, j = 0; j < out.length; i += 4, j += 3) {
     out[j] = convert(rgba[i]); out[j + 1] = convert(rgba[i + 1]); out[j + 2] = convert(rgba[i + 2]);
   }
@@ -110,14 +113,24 @@ async function camera() {
   cameraOn = true;
   const loop = async () => {
     if (!cameraOn) { video.srcObject.getTracks().forEach((t) => t.stop()); return; }
-    await segment(video);
-    requestAnimationFrame(loop);
+    try {
+      await segment(video);
+      requestAnimationFrame(loop);
+    } catch (err) {
+      cameraOn = false;
+      fail(err);
+    }
   };
   loop();
 }
 
-window.unetApp = {config, image, segment, last: null, error: null};
 try {
+  const response = await fetch('./model.json');
+  if (!response.ok) throw new Error(`model.json: HTTP ${response.status}`);
+  config = await response.json();
+  work = new OffscreenCanvas(config.input.width, config.input.height);
+  overlay = new OffscreenCanvas(config.input.width, config.input.height);
+  Object.assign(window.unetApp, {config, image, segment});
   view.width = config.input.width * 4;
   view.height = config.input.height * 4;
   const backend = params.get('backend') || config.backend;
