@@ -37,10 +37,10 @@ class TensorIO:
 
     @property
     def class_map(self) -> bool:
-        """An integer, unquantized N×H×W or N×H×W×1 output: an in-graph argmax."""
-        rank = len(self.shape)
-        return (self.dtype.startswith(("int", "uint")) and not self.scale
-                and (rank == 3 or (rank == 4 and self.shape[-1] == 1)))
+        """An integer, unquantized N×H×W or N×H×W×1 output: an in-graph argmax (the adapters' one rule)."""
+        from exporter.runtimes.base import is_class_map  # here: the runtimes package imports this module
+
+        return is_class_map(self.shape, self.dtype, self.scale)
 
 
 def _inside(buf: bytes, at: int) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 from exporter.classes import CARLA_CLASSES, CARLA_PALETTE
 from exporter.contracts.rundir import RunDir
 from exporter.errors import UserError
+from exporter.parameters import IOType
 from exporter.runtimes.mediapipe_web_rt import ARGMAX_REFUSAL
 from exporter.runtimes.web import (
     SETUP_HINT,
@@ -65,7 +66,7 @@ def pick_model(run: RunDir, runtime: str, model: str | Path | None = None) -> Pa
     entries = [e for e in run.current_artifacts() if e.spec is not None and e.spec.embeds_in_apps]
     if runtime == "mediapipe-web":  # score channels; float input first (MediaPipe's web GPU delegate misreads uint8)
         entries = [e for e in entries if e.output != "class_map"]
-        entries.sort(key=lambda e: (e.spec.io.value != "float32", e.spec.app_preference()))
+        entries.sort(key=lambda e: (e.spec.io is not IOType.FLOAT32, e.spec.app_preference()))
     else:
         entries.sort(key=lambda e: e.spec.app_preference())
     if not entries:

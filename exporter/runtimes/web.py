@@ -93,13 +93,18 @@ def find_browser() -> str | None:
 
 
 @functools.lru_cache(maxsize=8)
-def browser_version(executable: str) -> str:
-    """What ``EXE --version`` prints ('Chromium 156.0.8078.114 built on Debian …'), or 'unknown'."""
+def _version_line(executable: str) -> str | None:
+    """What ``EXE --version`` prints, on one line (None if it cannot be run or prints nothing)."""
     try:
         out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return " ".join(out.split()) or "unknown"
+        return None
+    return " ".join(out.split()) or None
+
+
+def browser_version(executable: str) -> str:
+    """'Chromium 156.0.8078.114 built on Debian …', or 'unknown'."""
+    return _version_line(executable) or "unknown"
 
 
 def npm_version(package: str) -> str | None:
@@ -120,15 +125,7 @@ def web_environment() -> dict | None:
         return None
     browser = find_browser()
     return {"browser": browser_version(browser) if browser else None, "executable": browser,
-            "node": _node_version(), "packages": packages}
-
-
-@functools.lru_cache(maxsize=1)
-def _node_version() -> str | None:
-    try:
-        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+            "node": _version_line("node"), "packages": packages}
 
 
 def web_missing(package: str) -> str | None:
